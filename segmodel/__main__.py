@@ -1,0 +1,49 @@
+"""`python -m segmodel COMMAND`: train | data | report | export | predict | bench.
+
+Each command lives in its own module exposing `register(subparsers)`, which adds a
+subparser whose `func(args) -> int` does the work."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import SegmodelError
+
+COMMAND_MODULES = ("segmodel.data.cli", "segmodel.report", "segmodel.export", "segmodel.predict", "segmodel.bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m segmodel", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = sub.add_parser("train", help="run one trial outside NNI (same flags as trial.py)", add_help=False)
+    train.set_defaults(func=None)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        from .cli_trial import main as trial_main
+        return trial_main(argv[1:], prog="python -m segmodel train")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except SegmodelError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""`trial.py` and `python -m segmodel train`: resolve parameters, run the trial, exit
+0 on success and 2 with one readable line on a problem the user can fix."""
+from __future__ import annotations
+
+import json
+import sys
+
+from . import nni_bridge
+from .errors import SegmodelError
+from .params import parse_flags, resolve
+
+
+def main(argv: list[str] | None = None, prog: str = "trial.py") -> int:
+    flags = parse_flags(argv, prog)
+    try:
+        params = resolve(flags, nni_bridge.tuned_parameters())
+        out_dir = params.output_dir or nni_bridge.output_dir() or "out"
+        from .train import run_trial
+        metrics = run_trial(params, nni_bridge.Reporter(), out_dir)
+    except SegmodelError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0

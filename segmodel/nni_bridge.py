@@ -1,0 +1,52 @@
+"""The only module that imports nni. Everything else talks to a `Reporter`.
+
+Outside an NNI trial (plain `python trial.py`) nni is never imported: reports are
+printed and the output folder comes from --output-dir.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def in_nni() -> bool:
+    """True when NNI's trial runner launched this process."""
+    return bool(os.environ.get("NNI_PLATFORM")) and os.environ.get("NNI_PLATFORM") != "unittest"
+
+
+def tuned_parameters() -> dict:
+    """The tuner's parameters for this trial ({} outside NNI)."""
+    if not in_nni():
+        return {}
+    import nni
+    return dict(nni.get_next_parameter() or {})
+
+
+def output_dir() -> str | None:
+    """NNI's per-trial output folder (shown in the web UI), if any."""
+    return os.environ.get("NNI_OUTPUT_DIR") if in_nni() else None
+
+
+def trial_id() -> str | None:
+    return os.environ.get("NNI_TRIAL_JOB_ID") if in_nni() else None
+
+
+class Reporter:
+    """Sends per-epoch and final results to NNI, or prints them when standalone."""
+
+    def __init__(self):
+        self._nni = None
+        if in_nni():
+            import nni
+            self._nni = nni
+
+    def intermediate(self, value: dict) -> None:
+        if self._nni:
+            self._nni.report_intermediate_result(value)
+        else:
+            print("intermediate:", json.dumps(value), file=sys.stderr, flush=True)
+
+    def final(self, value: dict) -> None:
+        if self._nni:
+            self._nni.report_final_result(value)

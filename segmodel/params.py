@@ -1,0 +1,211 @@
+"""The trial's typed parameter set: defaults, command-line flags and NNI's
+parameters all land in one `Params`, validated before TensorFlow does any work.
+
+Precedence: defaults < command-line flags < what the tuner sends.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+from .errors import ParamError
+
+SCHEDULES = ("init", "oneshot", "agp")
+OBJECTIVES = ("accuracy", "iou")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+
+def _p(default, help, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class Params:
+    # Class weights for DiceLoss, one per class (Building, Land, Road, Vegetation,
+    # Water, Unlabeled); normalized to sum 1 before use.
+    weight1: float = _p(1 / 6, "class weight: Building")
+    weight2: float = _p(1 / 6, "class weight: Land")
+    weight3: float = _p(1 / 6, "class weight: Road")
+    weight4: float = _p(1 / 6, "class weight: Vegetation")
+    weight5: float = _p(1 / 6, "class weight: Water")
+    weight6: float = _p(1 / 6, "class weight: Unlabeled")
+    dropout_rate: float = _p(0.1, "dropout between the two convs of each U-Net block")
+    learning_rate: float = _p(1e-3, "Adam learning rate")
+    batch_size: int = _p(8, "patches per training step")
+    epochs: int = _p(4, "epochs of training before pruning (oneshot), or in all (init, agp)")
+    finetune_epochs: int = _p(2, "epochs of fine-tuning after pruning (oneshot, agp)")
+    sparsity: float = _p(0.8, "fraction of weights zeroed in every pruned layer (0 = no pruning)")
+    schedule: str = _p("oneshot", "when to prune: " + " | ".join(SCHEDULES), choices=SCHEDULES)
+    prune_config: str = _p("", "NNI config_list as JSON (overrides --sparsity), or a path to a JSON file")
+    agp_steps: int = _p(0, "AGP: optimizer steps from 0 to the target sparsity (0 = all training steps)")
+    agp_frequency: int = _p(10, "AGP: recompute masks every N steps")
+    kd: bool = _p(False, "fine-tune the pruned student with knowledge distillation from its teacher")
+    kd_temperature: float = _p(4.0, "distillation temperature T")
+    kd_alpha: float = _p(1.0, "weight of the distillation term")
+    teacher: str = _p("", "path to a saved teacher model.keras (default: the trial's dense model)")
+    patch_size: int = _p(128, "square patch side in pixels")
+    patch_stride: int = _p(0, "stride between patches (0 = patch_size, no overlap)")
+    val_fraction: float = _p(0.25, "fraction of source images held out for validation")
+    augment: bool = _p(False, "random flips and 90-degree rotations of training patches")
+    data_dir: str = _p("", "dataset root (Dubai or flat layout); empty = built-in synthetic set ($SEGMODEL_DATA_DIR)")
+    palette: str = _p("", "JSON file mapping class name to mask hex colour (default: Dubai palette)")
+    seed: int = _p(0, "random seed for data split, weights and shuffling")
+    deterministic: bool = _p(False, "enable TensorFlow op determinism (slower, bit-reproducible)")
+    objective: str = _p("accuracy", "what `default` reports: " + " | ".join(OBJECTIVES), choices=OBJECTIVES)
+    precision: str = _p("auto", "compute precision: " + " | ".join(PRECISIONS), choices=PRECISIONS)
+    threads: int = _p(0, "TensorFlow intra-op threads (0 = cores / concurrent trials)")
+    output_dir: str = _p("", "where artifacts go (default: NNI's trial output dir, else ./out)", tunable=False)
+
+    # ---- derived values -------------------------------------------------
+    @property
+    def class_weights(self) -> list[float]:
+        """The six weights normalized to sum 1, as the DiceLoss gets them."""
+        w = [self.weight1, self.weight2, self.weight3, self.weight4, self.weight5, self.weight6]
+        total = sum(w)
+        return [x / total for x in w]
+
+    @property
+    def config_list(self) -> list[dict]:
+        """NNI-style pruning config: --prune_config if given, else the seed's
+        `[{'sparsity': s, 'op_types': ['default']}]`."""
+        if not self.prune_config:
+            return [{"sparsity": self.sparsity, "op_types": ["default"]}] if self.sparsity > 0 else []
+        text = self.prune_config
+        if not text.lstrip().startswith("["):
+            try:
+                with open(text) as f:
+                    text = f.read()
+            except OSError as e:
+                raise ParamError(f"prune_config: cannot read {text!r}: {e.strerror}") from None
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ParamError(f"prune_config: not valid JSON ({e.msg} at char {e.pos})") from None
+        if not isinstance(value, list):
+            raise ParamError("prune_config: must be a JSON list of dicts, as NNI's config_list")
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # ---- validation ------------------------------------------------------
+    def validate(self) -> "Params":
+        """Raise ParamError (one line) on the first invalid value."""
+        def need(ok: bool, msg: str):
+            if not ok:
+                raise ParamError(msg)
+
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float):
+                need(math.isfinite(v), f"{f.name} must be a finite number, got {v}")
+        weights = [self.weight1, self.weight2, self.weight3, self.weight4, self.weight5, self.weight6]
+        need(all(w >= 0 for w in weights), f"class weights must be >= 0, got {weights}")
+        need(sum(weights) > 0, "class weights must not all be zero")
+        need(0 <= self.dropout_rate < 1, f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        need(0 <= self.sparsity < 1, f"sparsity must be in [0, 1), got {self.sparsity}")
+        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        need(self.finetune_epochs >= 0, f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
+        need(self.patch_size >= 16 and self.patch_size % 16 == 0,
+             f"patch_size must be a multiple of 16 (the U-Net pools 4 times), got {self.patch_size}")
+        need(self.patch_stride >= 0, f"patch_stride must be >= 0, got {self.patch_stride}")
+        need(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        need(self.kd_temperature > 0, f"kd_temperature must be > 0, got {self.kd_temperature}")
+        need(self.kd_alpha >= 0, f"kd_alpha must be >= 0, got {self.kd_alpha}")
+        need(self.agp_steps >= 0, f"agp_steps must be >= 0, got {self.agp_steps}")
+        need(self.agp_frequency >= 1, f"agp_frequency must be >= 1, got {self.agp_frequency}")
+        need(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            v = getattr(self, f.name)
+            need(choices is None or v in choices, f"{f.name} must be one of {', '.join(choices or ())}; got {v!r}")
+        need(not (self.kd and self.schedule == "init" and not self.teacher),
+             "kd needs a teacher: with schedule init there is no dense model, so give --teacher path/model.keras")
+        self.config_list  # parses prune_config, raising ParamError if malformed
+        return self
+
+    # ---- sources -----------------------------------------------------------
+    def update(self, values: Mapping[str, Any], source: str) -> "Params":
+        """Overlay `values` (from NNI or a file), converting types; unknown names are an error."""
+        known = {f.name: f for f in fields(self)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ParamError(f"unknown parameter{'s' * (len(unknown) > 1)} {', '.join(unknown)} from {source}; "
+                             f"known: {', '.join(known)}")
+        for name, raw in values.items():
+            setattr(self, name, _convert(known[name], raw, source))
+        return self
+
+
+def _convert(f: dataclasses.Field, raw: Any, source: str):
+    """Coerce one value to the field's type (NNI sends choice values as they appear in JSON)."""
+    kind = type(f.default)
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            if isinstance(raw, (int, float)) and raw in (0, 1):
+                return bool(raw)
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError
+            if isinstance(raw, str):
+                value = float(raw)
+                if not value.is_integer():
+                    raise ValueError
+                return int(value)
+            return int(raw)
+        if kind is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ParamError(f"{f.name} from {source}: expected {kind.__name__}, got {raw!r}") from None
+
+
+def build_parser(prog: str = "trial.py") -> argparse.ArgumentParser:
+    """Every parameter is a flag of the same name (`--learning_rate 0.001`)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train, prune and evaluate the multi-class U-Net once (one NNI trial).",
+    )
+    for f in fields(Params):
+        flags = [f"--{f.name}"]
+        if "_" in f.name:
+            flags.append(f"--{f.name.replace('_', '-')}")
+        metavar = "BOOL" if type(f.default) is bool else None
+        parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, metavar=metavar,
+                            help=f"{f.metadata['help']} (default: {f.default!r})")
+    return parser
+
+
+def parse_flags(argv: list[str] | None = None, prog: str = "trial.py") -> dict[str, Any]:
+    """The flags given on the command line only (not defaults), as raw strings."""
+    return vars(build_parser(prog).parse_args(argv))
+
+
+def resolve(flags: Mapping[str, Any] | None = None, tuned: Mapping[str, Any] | None = None) -> Params:
+    """defaults < flags < tuner, validated."""
+    params = Params()
+    if flags:
+        params.update(flags, "command line")
+    if tuned:
+        params.update(tuned, "NNI search space")
+    return params.validate()
+
+
+def tunable_names() -> list[str]:
+    return [f.name for f in fields(Params) if f.metadata.get("tunable", True)]

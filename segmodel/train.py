@@ -1,0 +1,230 @@
+"""One trial, top-down: data -> dense training -> pruning -> fine-tuning (optionally
+distilled) -> evaluation -> artifacts.
+
+Schedules (same total epochs, `epochs + finetune_epochs`, for each):
+  init     prune right after building, then train all epochs with masks (the seed's order)
+  oneshot  train dense `epochs`, prune to the target at once, fine-tune `finetune_epochs`
+  agp      train dense `epochs`, then raise sparsity on the cubic AGP schedule while fine-tuning
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+
+from .errors import ParamError, TrainingDiverged
+from .params import Params
+
+
+def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
+    """Run one trial and return its final metrics (also reported and written to out_dir)."""
+    started = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    from . import runtime
+    precision = runtime.configure(params)
+
+    from . import data as datasets
+    from .model import multi_unet_model
+    from .pruning import AGPCallback, Pruner, sparsity_stats
+
+    config_list = params.config_list  # fail on a bad config before loading anything
+    splits = datasets.load(params)
+    model = multi_unet_model(params.dropout_rate, splits.n_classes, params.patch_size, params.patch_size, 3)
+    history = History()
+    pruner = Pruner(model, config_list) if config_list else None
+    steps_per_epoch = max(1, math.ceil(splits.n_train / params.batch_size))
+    dense: dict = {}
+
+    try:
+        if params.schedule == "init":
+            if pruner:
+                pruner.prune()
+            _fit(model, params, splits, params.epochs + params.finetune_epochs, "pruned", history, reporter)
+        else:
+            _fit(model, params, splits, params.epochs, "dense", history, reporter)
+            dense = evaluate(model, splits, params)
+            teacher = _teacher(model, params) if params.kd else None
+            callbacks = []
+            if pruner and params.schedule == "oneshot":
+                pruner.prune()
+            elif pruner:  # agp: masks attached (all ones) before the train function is traced
+                pruner.prune(fraction=0.0)
+                span = params.agp_steps or steps_per_epoch * max(1, params.finetune_epochs - 1)
+                callbacks.append(AGPCallback(pruner, span, params.agp_frequency))
+            if params.finetune_epochs:
+                _fit(model, params, splits, params.finetune_epochs, "finetune", history, reporter,
+                     teacher=teacher, callbacks=callbacks)
+    except TrainingDiverged as e:
+        metrics = {"default": 0.0, "diverged": 1, "diverged_reason": str(e),
+                   "duration_s": round(time.time() - started, 1)}
+        history.write_csv(out / "history.csv")
+        write_json_atomic(out / "metrics.json", metrics)
+        reporter.final(_numeric(metrics))
+        return metrics
+
+    if pruner:
+        pruner.strip()
+    final = evaluate(model, splits, params)
+    stats = sparsity_stats(model, pruner.targets if pruner else [])
+    metrics = {
+        "default": final["iou"] if params.objective == "iou" else final["accuracy"],
+        **{k: v for k, v in final.items() if k != "class_iou"},
+        **{f"iou_{name}": v for name, v in final["class_iou"].items()},
+        **stats,
+        **({"dense_accuracy": dense["accuracy"], "dense_iou": dense["iou"]} if dense else {}),
+        "schedule": params.schedule,
+        "kd": int(params.kd),
+        "precision": precision,
+        "diverged": 0,
+        "duration_s": round(time.time() - started, 1),
+    }
+    if params.kd:
+        metrics.update(kd_temperature=params.kd_temperature, kd_alpha=params.kd_alpha)
+
+    save_model_atomic(model, out / "model.keras")
+    history.write_csv(out / "history.csv")
+    write_json_atomic(out / "params.json", params.to_dict())
+    write_json_atomic(out / "metrics.json", metrics)
+    reporter.final(_numeric(metrics))
+    return metrics
+
+
+# ---- phases -------------------------------------------------------------------
+
+def _compile(model, params: Params, n_classes: int, teacher=None):
+    from .losses import task_loss
+    from .metrics import training_metrics
+
+    optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate)
+    if teacher is not None:
+        from .distill import Distiller
+        trainer = Distiller(model, teacher, task_loss(params.class_weights), params.kd_alpha, params.kd_temperature)
+        trainer.compile(optimizer=optimizer, metrics=training_metrics(n_classes))
+        return trainer
+    model.compile(optimizer=optimizer, loss=task_loss(params.class_weights), metrics=training_metrics(n_classes))
+    return model
+
+
+def _fit(model, params, splits, epochs, phase, history, reporter, teacher=None, callbacks=()):
+    trainer = _compile(model, params, splits.n_classes, teacher)
+    guard = DivergenceGuard()
+    report = EpochReporter(reporter, params.objective, phase, history)
+    trainer.fit(splits.train, validation_data=splits.val, epochs=epochs, verbose=2,
+                callbacks=[guard, *callbacks, report])
+    if guard.reason:
+        raise TrainingDiverged(guard.reason)
+
+
+def _teacher(model, params: Params):
+    """The frozen teacher: a saved model if given, else a copy of the dense model."""
+    if params.teacher:
+        if not Path(params.teacher).is_file():
+            raise ParamError(f"teacher: no such file {params.teacher!r}")
+        teacher = keras.models.load_model(params.teacher, compile=False)
+    else:
+        teacher = keras.models.clone_model(model)
+        teacher.set_weights(model.get_weights())
+    teacher.trainable = False
+    return teacher
+
+
+def evaluate(model, splits, params: Params) -> dict:
+    """Exact validation scores: accuracy and IoU from one confusion matrix, plus the
+    task loss and the seed's jacard_coef as Keras averages them."""
+    from .losses import task_loss
+    from .metrics import confusion_matrix, jacard_coef, scores_from_confusion
+
+    model.compile(loss=task_loss(params.class_weights), metrics=[jacard_coef])
+    loss, jacard = model.evaluate(splits.val, verbose=0)
+    scores = scores_from_confusion(confusion_matrix(model, splits.val, splits.n_classes), splits.class_names)
+    return {**scores, "loss": float(loss), "jacard": float(jacard)}
+
+
+# ---- callbacks and records ---------------------------------------------------------
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stop at the first batch whose loss is NaN or infinite; no epochs are wasted."""
+
+    def __init__(self):
+        super().__init__()
+        self.reason = ""
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.reason = f"loss became {float(loss)} at batch {batch + 1}"
+            self.model.stop_training = True
+
+
+class EpochReporter(keras.callbacks.Callback):
+    """Every epoch of every phase: one intermediate result to NNI and one history row."""
+
+    def __init__(self, reporter, objective: str, phase: str, history: "History"):
+        super().__init__()
+        self.reporter, self.objective, self.phase, self.history = reporter, objective, phase, history
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        if not all(math.isfinite(v) for v in logs.values()):
+            return  # the divergence guard ends the phase; don't send NaN to the tuner
+        self.history.add(self.phase, logs)
+        acc, iou = logs.get("val_accuracy", 0.0), logs.get("val_mean_iou", 0.0)
+        self.reporter.intermediate({"default": iou if self.objective == "iou" else acc,
+                                    "accuracy": acc, "iou": iou, "loss": logs.get("val_loss", 0.0)})
+
+
+class History:
+    """Rows of (epoch, phase, metrics...) across all phases of a trial."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def add(self, phase: str, logs: dict) -> None:
+        self.rows.append({"epoch": len(self.rows) + 1, "phase": phase, **logs})
+
+    def write_csv(self, path: Path) -> None:
+        import csv
+        import io
+        keys: list[str] = []
+        for row in self.rows:
+            keys += [k for k in row if k not in keys]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text_atomic(path, buf.getvalue())
+
+
+# ---- atomic output ---------------------------------------------------------------------
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, value) -> None:
+    write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def save_model_atomic(model, path: Path) -> None:
+    """Keras insists on the .keras suffix, so the temp file keeps it."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _numeric(metrics: dict) -> dict:
+    """NNI's web UI plots numbers; drop strings and Nones from what it gets."""
+    return {k: v for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}

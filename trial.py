@@ -1,0 +1,17 @@
+"""One NNI trial: parameters = defaults, then command-line flags, then what NNI sends;
+then segmodel does the work. Run it alone too: `python trial.py --help`."""
+import os
+import sys
+from pathlib import Path
+
+# Run with the project's interpreter even when NNI started us with another `python3`
+# (nnictl launched from a non-activated venv): re-exec into ./.venv if it exists.
+_venv_python = Path(__file__).resolve().parent / ".venv" / "bin" / "python"
+if _venv_python.exists() and Path(sys.prefix).resolve() != _venv_python.parent.parent.resolve() \
+        and not os.environ.get("SEGMODEL_NO_REEXEC"):
+    os.execv(str(_venv_python), [str(_venv_python), *sys.argv])
+
+from segmodel.cli_trial import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
