@@ -128,7 +128,9 @@ def _teacher(model, params: Params):
             raise ParamError(f"teacher: no such file {params.teacher!r}")
         teacher = keras.models.load_model(params.teacher, compile=False)
     else:
-        teacher = keras.models.clone_model(model)
+        # from_config, not clone_model: clone_model re-compiles the copy and cannot
+        # deserialize segmentation_models' summed loss.
+        teacher = keras.Model.from_config(model.get_config())
         teacher.set_weights(model.get_weights())
     teacher.trainable = False
     return teacher

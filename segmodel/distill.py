@@ -1,0 +1,113 @@
+"""Knowledge distillation in Keras: the pruned student learns from its dense teacher.
+
+The seed's PyTorch recipe, CE(y_s, target) + KL(softmax(z_t/T) || softmax(z_s/T)) * T^2 / batch,
+carried over to segmentation, where every pixel is a sample: the distillation term is
+T^2 times the mean over pixels of KL(p_t || p_s), p = softmax(z / T) over the class axis.
+
+`Distiller` follows keras-io's "Knowledge Distillation" example (a `keras.Model` that
+wraps student and teacher) with its own train/test steps, because the loss needs the
+student's logits and its probabilities from the *same* forward pass (one dropout draw),
+while the compiled metrics see only the probabilities, exactly as in plain training.
+"""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from .errors import ParamError
+
+
+def kd_loss(student_logits, teacher_logits, temperature: float):
+    """T^2 * mean over pixels of KL(softmax(z_t / T) || softmax(z_s / T)).
+
+    Classes on the last axis, any leading shape; returns a float32 scalar. Works from
+    logits with log-softmax (never from clipped probabilities) and in float32 even when
+    the logits come out of a bfloat16/float16 layer.
+    """
+    t = float(temperature)
+    log_ps = ops.log_softmax(ops.cast(student_logits, "float32") / t, axis=-1)
+    log_pt = ops.log_softmax(ops.cast(teacher_logits, "float32") / t, axis=-1)
+    kl = ops.sum(ops.exp(log_pt) * (log_pt - log_ps), axis=-1)
+    return (t * t) * ops.mean(kl)
+
+
+def logits_view(model: keras.Model, role: str) -> keras.Model:
+    """`model`'s pre-softmax `logits` layer as an output (same layers, same weights)."""
+    try:
+        layer = model.get_layer("logits")
+    except ValueError:
+        raise ParamError(f"{role} model {model.name!r} has no 'logits' layer; distillation needs the "
+                         "segmodel U-Net head (logits conv + softmax)") from None
+    return keras.Model(model.inputs, layer.output, name=f"{model.name}_{role}_logits")
+
+
+class Distiller(keras.Model):
+    """Trains `student` on task_loss(y, p_s) + alpha * kd_loss(z_s, z_t, T).
+
+    The teacher is frozen and always runs with training=False; gradients go to the
+    student's trainable variables only, through the compiled optimizer, which also runs
+    the variables' constraints after each step (so pruning masks hold). Logs use the
+    plain-training names, on the student's probabilities: `loss` (the total), the
+    compiled metrics (`accuracy`, `jacard_coef`, `mean_iou`), plus `task_loss` and
+    `kd_loss`; validation logs the same on the validation set.
+    """
+
+    def __init__(self, student: keras.Model, teacher: keras.Model, task_loss, alpha: float = 1.0,
+                 temperature: float = 4.0, **kwargs):
+        super().__init__(name=kwargs.pop("name", "distiller"), **kwargs)
+        if temperature <= 0:
+            raise ParamError(f"kd_temperature must be > 0, got {temperature}")
+        s_classes, t_classes = student.output.shape[-1], teacher.output.shape[-1]
+        if s_classes != t_classes:
+            raise ParamError(f"teacher predicts {t_classes} classes, the student {s_classes}")
+        teacher.trainable = False
+        self.student, self.teacher = student, teacher
+        self.task_loss, self.alpha, self.temperature = task_loss, float(alpha), float(temperature)
+        # Same layers as the student, two outputs: logits for the KD term, probabilities for the rest.
+        self._student_heads = keras.Model(student.inputs, [logits_view(student, "student").output, student.output],
+                                          name=f"{student.name}_heads")
+        self._teacher_logits = logits_view(teacher, "teacher")
+        self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
+        self.kd_loss_tracker = keras.metrics.Mean(name="kd_loss")
+
+    def call(self, x, training=None):
+        """Predictions are the student's: Keras builds the compiled metrics from these."""
+        return self.student(x, training=training)
+
+    def _step_losses(self, x, y, training: bool):
+        teacher_logits = ops.stop_gradient(self._teacher_logits(x, training=False))
+        student_logits, probs = self._student_heads(x, training=training)
+        task = self.task_loss(y, probs)
+        kd = kd_loss(student_logits, teacher_logits, self.temperature)
+        return ops.cast(task, "float32") + self.alpha * kd, task, kd, probs
+
+    def train_step(self, data):
+        import tensorflow as tf  # this trainer targets the TensorFlow backend
+
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        weights = self.student.trainable_variables
+        with tf.GradientTape() as tape:
+            loss, task, kd, probs = self._step_losses(x, y, training=True)
+            scaled = self.optimizer.scale_loss(loss)  # identity unless a LossScaleOptimizer (mixed_float16)
+        grads = tape.gradient(scaled, weights)
+        self.optimizer.apply_gradients(zip(grads, weights))
+        return self._update_metrics(x, y, probs, loss, task, kd)
+
+    def test_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        loss, task, kd, probs = self._step_losses(x, y, training=False)
+        return self._update_metrics(x, y, probs, loss, task, kd)
+
+    def _update_metrics(self, x, y, probs, loss, task, kd):
+        batch = ops.shape(x)[0]
+        for metric in self.metrics:  # loss tracker, compiled metrics, our two trackers
+            if metric.name == "loss":
+                metric.update_state(loss, sample_weight=batch)
+            elif metric is self.task_loss_tracker:
+                metric.update_state(task, sample_weight=batch)
+            elif metric is self.kd_loss_tracker:
+                metric.update_state(kd, sample_weight=batch)
+            else:
+                metric.update_state(y, probs)
+        return self.get_metrics_result()
+

@@ -1,0 +1,31 @@
+"""A real NNI experiment: trials run, report per epoch, finish with a dict result."""
+import pytest
+
+from nni_helpers import NNIExperiment, base_config, final_and_intermediate
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_trials_succeed_and_report(tmp_path):
+    epochs, finetune = 2, 1
+    config = base_config(trialCommand=base_config()["trialCommand"].replace(
+        "--epochs 1 --finetune_epochs 1", f"--epochs {epochs} --finetune_epochs {finetune}"))
+    with NNIExperiment(config, tmp_path) as exp:
+        trials = exp.wait_done(timeout=420, n_trials=2)
+        assert len(trials) == 2
+        for t in trials:
+            tid = t["trialJobId"]
+            assert t["status"] == "SUCCEEDED", exp.trial_log(tid)
+            final, inter = final_and_intermediate(exp.metrics(tid))
+            assert len(inter) == epochs + finetune, inter  # one per epoch of every phase
+            assert len(final) == 1
+            result = final[0]
+            assert isinstance(result, dict) and isinstance(result["default"], float)
+            assert result["default"] == pytest.approx(result["accuracy"])
+            assert 0.75 < result["sparsity"] < 0.85
+            for key in ("iou", "jacard", "loss", "params", "nonzero_params", "dense_accuracy"):
+                assert key in result
+        # Each trial saved its artifacts in NNI's trial output directory.
+        for t in trials:
+            out = exp.trial_dir(t["trialJobId"])
+            assert (out / "metrics.json").is_file() and (out / "model.keras").is_file()
