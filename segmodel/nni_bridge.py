@@ -50,3 +50,29 @@ class Reporter:
     def final(self, value: dict) -> None:
         if self._nni:
             self._nni.report_final_result(value)
+
+
+def tensorboard_dir(out_dir) -> str:
+    """Where this trial writes TensorBoard logs: `<out_dir>/tensorboard`.
+
+    NNI 3.0's TensorBoard button (local platform) reads
+    `<experiment>/trials/<id>/output/tensorboard`, not the trial's NNI_OUTPUT_DIR
+    (`<experiment>/environments/local-env/trials/<id>`). Inside NNI we link the
+    former to the latter, so the button shows our logs."""
+    from pathlib import Path
+
+    logs = Path(out_dir).resolve() / "tensorboard"
+    logs.mkdir(parents=True, exist_ok=True)
+    nni_out, trial = os.environ.get("NNI_OUTPUT_DIR"), trial_id()
+    if in_nni() and nni_out and trial:
+        nni_out = Path(nni_out).resolve()
+        exp_root = nni_out.parents[3] if len(nni_out.parents) > 3 else None
+        if exp_root and nni_out.parents[2].name == "environments" and exp_root.name == os.environ.get("NNI_EXP_ID"):
+            button = exp_root / "trials" / trial / "output" / "tensorboard"
+            try:
+                button.parent.mkdir(parents=True, exist_ok=True)
+                if not button.exists() and not button.is_symlink():
+                    button.symlink_to(logs, target_is_directory=True)
+            except OSError as e:  # a convenience: never fail the trial over it
+                print(f"warning: cannot link {button} to {logs}: {e}", file=sys.stderr, flush=True)
+    return str(logs)

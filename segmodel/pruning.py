@@ -1,11 +1,21 @@
 """Magnitude pruning for Keras 3 models, driven by NNI's `config_list` format.
 
-NNI 3.0 prunes PyTorch only, so this is our own. Masks live in non-trainable
-variables outside the model and are applied through each kernel variable's
-`constraint`, which Keras runs after every optimizer step in graph mode: pruned
-weights stay exactly zero, and the saved model carries no pruning machinery.
+NNI 3.0 prunes PyTorch only, and NNI 2.x's TensorFlow pruner wraps layers in a way
+a functional Keras graph never calls, so this is our own. Masks live in
+non-trainable variables outside the model and are applied through each weight
+variable's `constraint`, which Keras runs after every optimizer step inside the
+traced (graph-mode) train step: pruned weights stay exactly zero, and after
+`strip()` the model carries no pruning machinery at all.
+
+    pruner = Pruner(model, [{"sparsity": 0.8, "op_types": ["default"]}])
+    pruner.prune()            # before compile/fit: the constraint must be there when
+    model.compile(...)        # Keras traces the train step
+    model.fit(...)
+    pruner.strip()            # fold masks in; model.save() gives a plain Keras model
 """
 from __future__ import annotations
+
+import time
 
 import keras
 import numpy as np
@@ -13,63 +23,97 @@ from keras import ops
 
 from .errors import ParamError
 
-# NNI's 'default' op type: the layers that have weights worth pruning.
+# NNI's 'default' op type (nni.compression.tensorflow.default_layers.weighted_modules).
 DEFAULT_OP_TYPES = ("Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
                     "Dense", "Embedding", "PReLU")
+CONFIG_KEYS = ("sparsity", "sparsity_per_layer", "op_types", "op_names", "exclude")
+
+
+# ---- which weights: NNI's config_list ----------------------------------------------------
+
+def prunable_weights(layer) -> list:
+    """The layer's own trainable weight tensors except biases (NNI skips every weight whose
+    name contains 'bias'; a normalization layer's `beta` is its bias too)."""
+    return [v for v in getattr(layer, "_trainable_variables", ())
+            if "bias" not in v.name and v.name != "beta"]
+
+
+def weighted_layers(model: keras.Model) -> list:
+    """Every layer, nested ones included, that owns a prunable weight."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if prunable_weights(layer)]
 
 
 def layer_targets(model: keras.Model, config_list: list[dict]) -> dict[str, float]:
-    """Map layer name -> target sparsity; for each layer the last matching entry wins (NNI)."""
+    """Map layer name -> target sparsity, NNI's rule: for each layer the last entry that
+    matches it decides; if that entry has `exclude: True` the layer is not pruned.
+    An entry matches a layer when the layer's class is in `op_types` ('default' = the
+    weighted layers) and its name is in `op_names`, whichever of the two are given."""
+    if not isinstance(config_list, (list, tuple)):
+        raise ParamError(f"config_list must be a list of dicts, got {type(config_list).__name__}")
+    layers = weighted_layers(model)
     targets: dict[str, float | None] = {}
     for i, entry in enumerate(config_list):
-        if not isinstance(entry, dict):
-            raise ParamError(f"config_list[{i}] must be a dict, got {entry!r}")
-        unknown = set(entry) - {"sparsity", "sparsity_per_layer", "op_types", "op_names", "exclude"}
-        if unknown:
-            raise ParamError(f"config_list[{i}]: unknown keys {sorted(unknown)}")
-        exclude = bool(entry.get("exclude", False))
-        sparsity = entry.get("sparsity", entry.get("sparsity_per_layer"))
-        if not exclude:
-            if not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool) or not 0 <= sparsity < 1:
-                raise ParamError(f"config_list[{i}]: sparsity must be a number in [0, 1), got {sparsity!r}")
-        op_types = entry.get("op_types")
-        op_names = entry.get("op_names")
-        if op_types is None and op_names is None:
-            raise ParamError(f"config_list[{i}]: needs op_types or op_names")
-        types = set(op_types or ())
-        if "default" in types:
-            types |= set(DEFAULT_OP_TYPES)
+        sparsity, op_types, op_names, exclude = _check_entry(i, entry)
         matched = 0
-        for layer in _weighted_layers(model):
-            if op_types is not None and type(layer).__name__ not in types:
+        for layer in layers:
+            if op_types is not None and type(layer).__name__ not in op_types:
                 continue
             if op_names is not None and layer.name not in op_names:
                 continue
             matched += 1
-            targets[layer.name] = None if exclude else float(sparsity)
+            targets[layer.name] = None if exclude else sparsity
         if matched == 0:
-            raise ParamError(f"config_list[{i}] matches no layer of model {model.name!r} "
-                             f"(op_types={op_types}, op_names={op_names})")
-    return {name: s for name, s in targets.items() if s is not None}
+            kinds = sorted({type(layer).__name__ for layer in layers})
+            raise ParamError(f"config_list[{i}] matches no layer with weights in model {model.name!r} "
+                             f"(op_types={entry.get('op_types')}, op_names={entry.get('op_names')}); "
+                             f"its weighted layer types are {kinds}")
+    names = [layer.name for layer in layers if targets.get(layer.name) is not None]
+    if len(names) != len(set(names)):
+        raise ParamError(f"model {model.name!r} has several weighted layers with the same name; "
+                         "rename them to prune by config_list")
+    return {name: targets[name] for name in names}
 
 
-def _weighted_layers(model: keras.Model):
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if _prunable_weight(layer) is not None:
-            yield layer
+def _check_entry(i: int, entry) -> tuple[float, set | None, set | None, bool]:
+    """Validate one config_list entry; returns (sparsity, op_types, op_names, exclude)."""
+    where = f"config_list[{i}]"
+    if not isinstance(entry, dict):
+        raise ParamError(f"{where} must be a dict, got {entry!r}")
+    unknown = sorted(set(entry) - set(CONFIG_KEYS))
+    if unknown:
+        raise ParamError(f"{where}: unknown keys {unknown}; known: {list(CONFIG_KEYS)}")
+    exclude = entry.get("exclude", False)
+    if not isinstance(exclude, bool):
+        raise ParamError(f"{where}: exclude must be true or false, got {exclude!r}")
+    if "sparsity" in entry and "sparsity_per_layer" in entry:
+        raise ParamError(f"{where}: give sparsity or sparsity_per_layer, not both")
+    sparsity = entry.get("sparsity", entry.get("sparsity_per_layer"))
+    if not exclude and (not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool)
+                        or not 0 <= sparsity < 1):
+        raise ParamError(f"{where}: sparsity must be a number in [0, 1), got {sparsity!r}")
+    sets = []
+    for key in ("op_types", "op_names"):
+        value = entry.get(key)
+        if value is not None and (not isinstance(value, (list, tuple))
+                                  or not all(isinstance(v, str) for v in value)):
+            raise ParamError(f"{where}: {key} must be a list of strings, got {value!r}")
+        sets.append(None if value is None else set(value))
+    op_types, op_names = sets
+    if op_types is None and op_names is None:
+        raise ParamError(f"{where}: needs op_types or op_names")
+    if op_types is not None and "default" in op_types:
+        op_types |= set(DEFAULT_OP_TYPES)
+    return (0.0 if exclude else float(sparsity)), op_types, op_names, exclude
 
 
-def _prunable_weight(layer):
-    """The layer's main weight tensor (never the bias)."""
-    for attr in ("kernel", "embeddings", "alpha"):
-        w = getattr(layer, attr, None)
-        if isinstance(w, keras.Variable):
-            return w
-    return None
-
+# ---- masks --------------------------------------------------------------------------------
 
 def magnitude_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:
-    """Zero the int(n * sparsity) smallest-magnitude entries (ties broken by position)."""
+    """Boolean keep-mask zeroing the int(n * sparsity) smallest-magnitude entries.
+
+    Exactly that many, whatever the ties: equal magnitudes are pruned in flat (C) order.
+    (NNI 2.x keeps every weight tied with the threshold, so it can prune fewer.)"""
     flat = np.abs(np.asarray(weights)).reshape(-1)
     k = int(flat.size * sparsity)
     mask = np.ones(flat.size, dtype=bool)
@@ -79,78 +123,197 @@ def magnitude_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:
 
 
 class MaskConstraint(keras.constraints.Constraint):
-    """Multiplies the variable by its mask after every optimizer step."""
+    """Multiplies the variable by its mask after every optimizer step (after any
+    constraint the variable had before, which `strip()` gives back)."""
 
-    def __init__(self, mask: keras.Variable):
-        self.mask = mask
+    def __init__(self, mask: keras.Variable, inner=None):
+        self.mask, self.inner = mask, inner
 
     def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
         return w * ops.cast(self.mask, w.dtype)
 
 
-def agp_sparsity(step: int, total_steps: int, final: float, initial: float = 0.0) -> float:
-    """Zhu & Gupta (2017) cubic schedule: s_t = s_f + (s_i - s_f)(1 - t/n)^3, t clipped to [0, n]."""
-    if total_steps <= 0:
-        return final
-    t = min(max(step, 0), total_steps) / total_steps
-    return final + (initial - final) * (1.0 - t) ** 3
-
-
 class Pruner:
-    """Applies `config_list` to `model`: prune(), then masks hold until strip()."""
+    """Applies `config_list` to `model`: prune(), then masks hold until strip().
+
+    Call prune() (any fraction, 0.0 included) before the model is compiled and fit:
+    Keras reads each variable's constraint when it traces the train step."""
 
     def __init__(self, model: keras.Model, config_list: list[dict]):
         self.model = model
         self.targets = layer_targets(model, config_list)
-        self.masks: dict[str, keras.Variable] = {}
+        by_name = {layer.name: layer for layer in weighted_layers(model)}
+        self._weights = [(w, s) for name, s in self.targets.items() for w in prunable_weights(by_name[name])]
+        self.masks: dict[str, keras.Variable] = {}  # weight path -> mask variable
+        self.fraction = 0.0
+
+    @property
+    def attached(self) -> bool:
+        return bool(self.masks)
 
     def prune(self, fraction: float = 1.0) -> None:
-        """Recompute masks from current magnitudes at `fraction` of each layer's target sparsity."""
-        for name, target in self.targets.items():
-            w = _prunable_weight(self.model.get_layer(name))
-            mask = magnitude_mask(ops.convert_to_numpy(w), target * fraction)
-            if name not in self.masks:
-                self.masks[name] = keras.Variable(mask.astype("float32"), trainable=False,
-                                                  name=f"{name}_prune_mask")
-                w.constraint = MaskConstraint(self.masks[name])
+        """Recompute masks from current magnitudes at `fraction` of each layer's target
+        sparsity. Weights already pruned have magnitude 0, so they stay pruned."""
+        for w, target in self._weights:
+            values = w.numpy()
+            mask = magnitude_mask(values, target * fraction)
+            if w.path not in self.masks:
+                self.masks[w.path] = keras.Variable(mask.astype(w.dtype), dtype=w.dtype, trainable=False,
+                                                    name=f"{w.name}_prune_mask")
+                w.constraint = MaskConstraint(self.masks[w.path], w.constraint)
             else:
-                self.masks[name].assign(mask.astype("float32"))
-            w.assign(ops.convert_to_numpy(w) * mask)
+                self.masks[w.path].assign(mask.astype(w.dtype))
+            w.assign(values * mask)
+        self.fraction = fraction
 
     def strip(self) -> keras.Model:
-        """Fold the masks into the weights and remove the constraints: a plain Keras model."""
-        for name, mask in self.masks.items():
-            w = _prunable_weight(self.model.get_layer(name))
-            w.assign(ops.convert_to_numpy(w) * ops.convert_to_numpy(mask))
-            w.constraint = None
-        self.masks.clear()
+        """Fold the masks into the weights and give back the original constraints:
+        a plain Keras model, safe to save and to load without segmodel."""
+        for w, _ in self._weights:
+            mask = self.masks.pop(w.path, None)
+            if mask is not None:
+                w.assign(w.numpy() * mask.numpy())
+                w.constraint = w.constraint.inner if isinstance(w.constraint, MaskConstraint) else w.constraint
         return self.model
 
     def stats(self) -> dict:
         return sparsity_stats(self.model, self.targets)
 
 
+# ---- AGP: Zhu & Gupta (2017), as NNI's AGPPruner -------------------------------------------
+
+def agp_sparsity(step: int, total_steps: int, final: float, initial: float = 0.0) -> float:
+    """Cubic schedule: s_t = s_f + (s_i - s_f)(1 - t/n)^3, t clipped to [0, n]."""
+    if total_steps <= 0:
+        return final
+    t = min(max(step, 0), total_steps) / total_steps
+    return final + (initial - final) * (1.0 - t) ** 3
+
+
 class AGPCallback(keras.callbacks.Callback):
-    """Raise sparsity along the cubic schedule, recomputing masks every `frequency` steps."""
+    """Raise sparsity from 0 to the target along the cubic schedule over `total_steps`
+    optimizer steps, recomputing masks every `frequency` steps; masks are frozen once
+    the target is reached (as in the paper). Steps count across fit() calls."""
 
     def __init__(self, pruner: Pruner, total_steps: int, frequency: int = 10):
         super().__init__()
+        if total_steps < 1 or frequency < 1:
+            raise ParamError(f"AGP needs total_steps >= 1 and frequency >= 1, got {total_steps}, {frequency}")
         self.pruner, self.total_steps, self.frequency = pruner, total_steps, frequency
         self.step = 0
 
+    def on_train_begin(self, logs=None):
+        if not self.pruner.attached:  # too late for an already traced train step: retrace it
+            self.pruner.prune(agp_sparsity(self.step, self.total_steps, 1.0))
+            self.model.make_train_function(force=True)
+
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
+        if self.step > self.total_steps:
+            return
         if self.step % self.frequency == 0 or self.step == self.total_steps:
             self.pruner.prune(agp_sparsity(self.step, self.total_steps, 1.0))
 
 
+# ---- measured, not claimed ----------------------------------------------------------------
+
+def layer_sparsity(model: keras.Model, layer_names) -> dict[str, float]:
+    """Fraction of exact zeros in each named layer's prunable weights."""
+    by_name = {layer.name: layer for layer in weighted_layers(model)}
+    out = {}
+    for name in layer_names:
+        values = [w.numpy() for w in prunable_weights(by_name[name])]
+        out[name] = sum(int(np.count_nonzero(v == 0)) for v in values) / sum(v.size for v in values)
+    return out
+
+
 def sparsity_stats(model: keras.Model, layer_names) -> dict:
-    """Measured from the weights: zeros over the pruned layers' kernels, and whole-model counts."""
+    """Measured from the weights: zeros over the pruned layers' prunable weights, the
+    least sparse of those layers, and whole-model parameter counts."""
+    by_name = {layer.name: layer for layer in weighted_layers(model)}
     zeros = size = 0
     for name in layer_names:
-        w = ops.convert_to_numpy(_prunable_weight(model.get_layer(name)))
-        zeros += int(np.count_nonzero(w == 0))
-        size += w.size
+        for w in prunable_weights(by_name[name]):
+            v = w.numpy()
+            zeros += int(np.count_nonzero(v == 0))
+            size += v.size
     params = sum(int(np.prod(v.shape)) for v in model.weights)
-    nonzero = sum(int(np.count_nonzero(ops.convert_to_numpy(v))) for v in model.weights)
+    nonzero = sum(int(np.count_nonzero(v.numpy())) for v in model.weights)
     return {"sparsity": zeros / size if size else 0.0, "params": params, "nonzero_params": nonzero}
+
+
+# ---- overhead benchmark (reused by `segmodel bench`) ------------------------------------------
+
+class _ReapplyMasks(keras.callbacks.Callback):
+    """The alternative to the constraint: re-multiply weights by masks after each batch."""
+
+    def __init__(self, pairs):
+        super().__init__()
+        self.pairs = pairs
+
+    def on_train_batch_end(self, batch, logs=None):
+        for w, mask in self.pairs:
+            w.assign(w * mask)
+
+
+class _StepClock(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.ends: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+def measure_step_overhead(patch_size: int = 64, batch_size: int = 8, sparsity: float = 0.8,
+                          steps: int = 20, rounds: int = 3, n_classes: int = 6) -> dict:
+    """Median wall time of one training step of the U-Net: dense, masks held by the
+    constraint (what we ship), and masks re-applied by a callback. All three models are
+    timed in this process in interleaved rounds, so a shared CPU affects them alike;
+    the ratios to dense are the figures to quote. Uses the current dtype policy."""
+    from .losses import task_loss
+    from .metrics import training_metrics
+    from .model import multi_unet_model
+
+    rng = np.random.default_rng(0)
+    n = batch_size * steps
+    x = rng.random((n, patch_size, patch_size, 3), dtype=np.float32)
+    y = np.eye(n_classes, dtype=np.float32)[rng.integers(0, n_classes, (n, patch_size, patch_size))]
+    config = [{"sparsity": sparsity, "op_types": ["default"]}]
+
+    variants = {}
+    for method in ("dense", "constraint", "callback"):
+        keras.utils.set_random_seed(0)
+        model = multi_unet_model(0.1, n_classes, patch_size, patch_size, 3)
+        callbacks = []
+        if method == "constraint":
+            Pruner(model, config).prune()
+        elif method == "callback":
+            pairs = []
+            for layer in weighted_layers(model):
+                for w in prunable_weights(layer):
+                    mask = magnitude_mask(w.numpy(), sparsity)
+                    w.assign(w.numpy() * mask)
+                    pairs.append((w, keras.Variable(mask.astype(w.dtype), dtype=w.dtype, trainable=False)))
+            callbacks.append(_ReapplyMasks(pairs))
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=task_loss([1 / n_classes] * n_classes),
+                      metrics=training_metrics(n_classes))
+        model.fit(x[:2 * batch_size], y[:2 * batch_size], batch_size=batch_size, epochs=1, verbose=0,
+                  callbacks=callbacks)  # trace once, outside the clock
+        variants[method] = (model, callbacks, [])
+
+    for _ in range(rounds):
+        for model, callbacks, times in variants.values():
+            clock = _StepClock()
+            model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False,
+                      callbacks=[*callbacks, clock])
+            times += list(np.diff(clock.ends))
+
+    step = {m: float(np.median(t)) for m, (_, _, t) in variants.items()}
+    return {"patch_size": patch_size, "batch_size": batch_size, "sparsity": sparsity,
+            "steps": (steps - 1) * rounds, "precision": keras.mixed_precision.global_policy().name,
+            **{f"{m}_step_s": round(s, 5) for m, s in step.items()},
+            "constraint_ratio": round(step["constraint"] / step["dense"], 3),
+            "callback_ratio": round(step["callback"] / step["dense"], 3)}

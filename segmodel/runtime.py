@@ -2,20 +2,49 @@
 
 Called once, before any model is built (Keras reads the dtype policy at layer
 creation, TensorFlow fixes its thread pools at first use).
+
+Threads: NNI starts `trialConcurrency` trials at once on one machine, and each
+TensorFlow process would otherwise size its pools to every core, so N trials
+oversubscribe the CPU N times over. Each trial takes its share instead:
+cores // concurrency. NNI does not tell a trial the concurrency, so we ask:
+$SEGMODEL_TRIAL_CONCURRENCY if set, else the NNI manager's REST API (its address is
+in the trial's $NNI_TRIAL_COMMAND_CHANNEL), else 1.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
+import sys
+import urllib.parse
+import urllib.request
+
+CONCURRENCY_ENV = "SEGMODEL_TRIAL_CONCURRENCY"
 
 
-def cpu_supports_bf16() -> bool:
-    """AVX512-BF16 or AMX: the CPU runs bfloat16 matmuls natively."""
+# ---- precision -----------------------------------------------------------------------
+
+def cpu_supports_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """AVX512-BF16 or AMX-BF16 in the CPU flags: oneDNN runs bfloat16 matmuls/convs natively."""
     try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
+        with open(cpuinfo) as f:
+            text = f.read()
     except OSError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def pick_precision(gpu_capability: tuple[int, int] | None, cpu_bf16: bool) -> str:
+    """The `auto` rule on plain facts: a GPU decides if there is one (tensor cores from
+    compute capability 7.0 run float16), else the CPU's bfloat16 support."""
+    if gpu_capability is not None:
+        return "mixed_float16" if tuple(gpu_capability) >= (7, 0) else "float32"
+    return "mixed_bfloat16" if cpu_bf16 else "float32"
 
 
 def choose_precision(requested: str) -> str:
@@ -25,23 +54,95 @@ def choose_precision(requested: str) -> str:
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
+    capability = None
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
-        if details.get("compute_capability", (0, 0)) >= (7, 0):
-            return "mixed_float16"
-        return "float32"
-    return "mixed_bfloat16" if cpu_supports_bf16() else "float32"
+        capability = tuple(details.get("compute_capability", (0, 0)))
+    return pick_precision(capability, cpu_supports_bf16())
 
 
-def default_threads() -> int:
-    """Cores available to this process divided by the trials that run beside it."""
+# ---- threads -------------------------------------------------------------------------
+
+def available_cores() -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota
+    (a container limited to 2 CPUs on a 64-core host has 2)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 1
-    concurrency = int(os.environ.get("SEGMODEL_TRIAL_CONCURRENCY", "1") or 1)
-    return max(1, cores // max(1, concurrency))
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:  # cgroup v2: "max 100000" or "200000 100000"
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 
+
+def _manager_urls(channel: str) -> list[str]:
+    """Candidate REST URLs for the experiment profile, from the trial's command-channel
+    URL (ws://host:port/[url_prefix/]channel-path/id): the prefix is unknown, so try
+    each leading run of path segments, shortest first."""
+    url = urllib.parse.urlsplit(channel)
+    if not url.hostname or not url.port:
+        return []
+    scheme = "https" if url.scheme in ("wss", "https") else "http"
+    parts = [p for p in url.path.split("/") if p]
+    return [f"{scheme}://{url.netloc}/" + "/".join([*parts[:k], "api/v1/nni/experiment"])
+            for k in range(len(parts))]
+
+
+def concurrency_from_profile(profile: dict) -> int | None:
+    """trialConcurrency per machine from NNI's experiment profile (remote training
+    services spread trials over `machineList`)."""
+    params = (profile or {}).get("params") or {}
+    n = params.get("trialConcurrency")
+    if not isinstance(n, int) or n < 1:
+        return None
+    services = params.get("trainingService")
+    services = services if isinstance(services, list) else [services or {}]
+    machines = sum(len(s.get("machineList") or []) for s in services if isinstance(s, dict))
+    return max(1, math.ceil(n / machines)) if machines else n
+
+
+def nni_concurrency(timeout: float = 2.0) -> int | None:
+    """The running experiment's trial concurrency, asked of the NNI manager, or None."""
+    channel = os.environ.get("NNI_TRIAL_COMMAND_CHANNEL", "")
+    for url in _manager_urls(channel):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                profile = json.loads(r.read() or b"null")
+        except (OSError, ValueError):
+            continue
+        if isinstance(profile, dict) and "params" in profile:
+            return concurrency_from_profile(profile)
+    return None
+
+
+def trial_concurrency() -> tuple[int, str]:
+    """(trials running at once on this machine, where that number came from)."""
+    raw = os.environ.get(CONCURRENCY_ENV, "").strip()
+    if raw:
+        try:
+            return max(1, int(raw)), CONCURRENCY_ENV
+        except ValueError:
+            print(f"warning: ignoring {CONCURRENCY_ENV}={raw!r} (not an integer)", file=sys.stderr)
+    if os.environ.get("NNI_TRIAL_COMMAND_CHANNEL"):
+        n = nni_concurrency()
+        if n is not None:
+            return n, "NNI experiment"
+    return 1, "default"
+
+
+def default_threads(concurrency: int | None = None) -> int:
+    """Cores available to this process divided by the trials that run beside it."""
+    if concurrency is None:
+        concurrency, _ = trial_concurrency()
+    return max(1, available_cores() // max(1, concurrency))
+
+
+# ---- all together ----------------------------------------------------------------------
 
 def configure(params) -> str:
     """Apply seeds, threads and precision; returns the precision policy in force."""

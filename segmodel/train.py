@@ -36,7 +36,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     config_list = params.config_list  # fail on a bad config before loading anything
     splits = datasets.load(params)
     model = multi_unet_model(params.dropout_rate, splits.n_classes, params.patch_size, params.patch_size, 3)
-    history = History()
+    history = History(log_dir=out)
     pruner = Pruner(model, config_list) if config_list else None
     steps_per_epoch = max(1, math.ceil(splits.n_train / params.batch_size))
     dense: dict = {}
@@ -45,7 +45,9 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
         if params.schedule == "init":
             if pruner:
                 pruner.prune()
-            _fit(model, params, splits, params.epochs + params.finetune_epochs, "pruned", history, reporter)
+            teacher = _teacher(model, params) if params.kd else None  # kd needs --teacher here (validated)
+            _fit(model, params, splits, params.epochs + params.finetune_epochs, "pruned", history, reporter,
+                 teacher=teacher)
         else:
             _fit(model, params, splits, params.epochs, "dense", history, reporter)
             dense = evaluate(model, splits, params)
@@ -85,12 +87,15 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
         "duration_s": round(time.time() - started, 1),
     }
     if params.kd:
-        metrics.update(kd_temperature=params.kd_temperature, kd_alpha=params.kd_alpha)
+        metrics.update(kd_temperature=params.kd_temperature, kd_alpha=params.kd_alpha,
+                       kd_teacher=params.teacher or "dense")
 
     save_model_atomic(model, out / "model.keras")
     history.write_csv(out / "history.csv")
     write_json_atomic(out / "params.json", params.to_dict())
     write_json_atomic(out / "metrics.json", metrics)
+    from .artifacts import write_trial_artifacts
+    write_trial_artifacts(out, model, splits, history, metrics)  # plots; warns, never fails the trial
     reporter.final(_numeric(metrics))
     return metrics
 
@@ -112,11 +117,12 @@ def _compile(model, params: Params, n_classes: int, teacher=None):
 
 
 def _fit(model, params, splits, epochs, phase, history, reporter, teacher=None, callbacks=()):
+    from .artifacts import tensorboard_callbacks
     trainer = _compile(model, params, splits.n_classes, teacher)
     guard = DivergenceGuard()
     report = EpochReporter(reporter, params.objective, phase, history)
     trainer.fit(splits.train, validation_data=splits.val, epochs=epochs, verbose=2,
-                callbacks=[guard, *callbacks, report])
+                callbacks=[guard, *callbacks, report, *tensorboard_callbacks(history)])
     if guard.reason:
         raise TrainingDiverged(guard.reason)
 
@@ -185,8 +191,9 @@ class EpochReporter(keras.callbacks.Callback):
 class History:
     """Rows of (epoch, phase, metrics...) across all phases of a trial."""
 
-    def __init__(self):
+    def __init__(self, log_dir: Path | None = None):
         self.rows: list[dict] = []
+        self.log_dir = log_dir  # TensorBoard logs go to log_dir/tensorboard (artifacts.TensorBoardLog)
 
     def add(self, phase: str, logs: dict) -> None:
         self.rows.append({"epoch": len(self.rows) + 1, "phase": phase, **logs})

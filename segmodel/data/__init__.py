@@ -1,16 +1,24 @@
 """Datasets: one entry point, `load(params)`, whatever the source.
 
-PLACEHOLDER CONTRACT (the data work replaces the internals, keeps `load` and `Splits`):
-`load(params)` returns batched tf.data pipelines of (image float32 in [0, 1], HxWx3;
-one-hot mask float32, HxWxC).
+`load(params)` finds the dataset (params.data_dir, else $SEGMODEL_DATA_DIR, else the
+built-in synthetic set), validates every image/mask pair eagerly (clear DataError
+naming the file), splits by source image with params.seed, and returns batched
+tf.data pipelines of (image float32 in [0, 1], HxWx3; one-hot mask float32, HxWxC).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from .. import CLASS_NAMES, PALETTE
+from ..errors import DataError
+from .palette import Palette, load_palette
+from .pipeline import build, n_patches
+from .readers import Source, find_pairs, scan
+
+DEFAULT_TOLERANCE = 0.001
 
 
 @dataclass
@@ -22,25 +30,58 @@ class Splits:
     n_train: int           # number of training patches
     n_val: int             # number of validation patches
     patch_size: int
+    data_dir: str = ""     # where the images came from
+    train_images: tuple = field(default_factory=tuple)  # source image paths in each split
+    val_images: tuple = field(default_factory=tuple)
 
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
 
 
-def load(params) -> Splits:
-    import tensorflow as tf
+def resolve_data_dir(data_dir: str = "") -> Path:
+    """data_dir, else $SEGMODEL_DATA_DIR, else the built-in synthetic set (built on first use)."""
+    chosen = data_dir or os.environ.get("SEGMODEL_DATA_DIR", "")
+    if chosen:
+        return Path(chosen).expanduser()
+    from .builtin import ensure
+    return ensure()[0]
 
-    rng = np.random.default_rng(params.seed)
+
+def scan_dataset(root, palette: Palette, tolerance: float = DEFAULT_TOLERANCE) -> tuple[str, list[Source]]:
+    """Find and validate all pairs: (layout, sources)."""
+    layout, pairs = find_pairs(root)
+    return layout, scan(pairs, palette, tolerance)
+
+
+def split_sources(sources: list[Source], val_fraction: float, seed: int, patch: int, stride: int):
+    """Deterministic split by source image: no image has patches on both sides."""
+    usable = [s for s in sources if n_patches(s, patch, stride) > 0]
+    if len(usable) < 2:
+        raise DataError(f"need at least 2 images with a full {patch}x{patch} patch to split train/validation, "
+                        f"found {len(usable)} (of {len(sources)}); lower patch_size or add images")
+    order = np.random.default_rng(seed).permutation(len(usable))
+    n_val = int(np.clip(round(val_fraction * len(usable)), 1, len(usable) - 1))
+    val = [usable[i] for i in sorted(order[:n_val])]
+    train = [usable[i] for i in sorted(order[n_val:])]
+    return train, val
+
+
+def load(params) -> Splits:
+    palette = load_palette(params.palette)
+    n_weights = len(params.class_weights)
+    if palette.n_classes != n_weights:
+        raise DataError(f"palette has {palette.n_classes} classes but the loss has {n_weights} class weights "
+                        f"(weight1..weight{n_weights}); give a palette with {n_weights} classes")
+    root = resolve_data_dir(params.data_dir)
+    tolerance = getattr(params, "palette_tolerance", DEFAULT_TOLERANCE)
+    _, sources = scan_dataset(root, palette, tolerance)
     p = params.patch_size
-    n = 48
-    labels = rng.integers(0, len(CLASS_NAMES), size=(n, p // 16, p // 16))
-    labels = labels.repeat(16, 1).repeat(16, 2)
-    colors = rng.random((len(CLASS_NAMES), 3)).astype("float32")
-    images = colors[labels] + rng.normal(0, 0.05, (n, p, p, 3)).astype("float32")
-    masks = np.eye(len(CLASS_NAMES), dtype="float32")[labels]
-    n_val = n // 4
-    train = tf.data.Dataset.from_tensor_slices((images[n_val:], masks[n_val:]))
-    train = train.shuffle(n, seed=params.seed).batch(params.batch_size)
-    val = tf.data.Dataset.from_tensor_slices((images[:n_val], masks[:n_val])).batch(params.batch_size)
-    return Splits(train, val, CLASS_NAMES, dict(PALETTE), n - n_val, n_val, p)
+    stride = params.patch_stride or p
+    train_src, val_src = split_sources(sources, params.val_fraction, params.seed, p, stride)
+    common = dict(patch=p, batch_size=params.batch_size, n_classes=palette.n_classes, seed=params.seed)
+    train, n_train, _ = build(train_src, palette, stride=stride, training=True, augment=params.augment, **common)
+    # Validation patches never overlap, so every pixel is scored once.
+    val, n_val, _ = build(val_src, palette, stride=p, training=False, **common)
+    return Splits(train, val, palette.names, palette.as_hex(), n_train, n_val, p, str(root),
+                  tuple(s.image for s in train_src), tuple(s.image for s in val_src))

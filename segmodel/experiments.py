@@ -1,0 +1,254 @@
+"""Find an NNI experiment (by id or folder) and read its trials, running or stopped.
+
+NNI 3.0 keeps each experiment in `<workdir>/<id>/` (default workdir
+`~/nni-experiments`; nnictl records each experiment's workdir in
+`~/nni-experiments/.experiment`). We read `db/nni.sqlite` read-only: it holds the
+config, every trial's status events, hyperparameters and reported metrics. Each
+trial's files (our metrics.json, model.keras, plots) are in its log path,
+`environments/local-env/trials/<trial id>/` on the local platform.
+
+A plain trial folder (`python -m segmodel train --output_dir DIR`) also works
+wherever one trial is enough (export): see `load_trial_folder`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import SegmodelError
+
+ENDED = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
+
+
+class ExperimentError(SegmodelError):
+    """No such experiment, trial or trial file."""
+
+
+@dataclass
+class Trial:
+    id: str
+    sequence: int = -1
+    status: str = "UNKNOWN"
+    parameters: dict = field(default_factory=dict)     # what the tuner sent
+    final: dict = field(default_factory=dict)          # the final result as reported to NNI
+    intermediate: list = field(default_factory=list)   # per-epoch results, in order
+    start_ms: int | None = None
+    end_ms: int | None = None
+    message: str = ""
+    dir: Path | None = None                            # the trial's output folder, if found
+
+    @property
+    def metrics(self) -> dict:
+        """metrics.json from the trial folder (has strings too), over NNI's final result."""
+        path = self.dir / "metrics.json" if self.dir else None
+        if path and path.is_file():
+            try:
+                return {**self.final, **json.loads(path.read_text())}
+            except (OSError, json.JSONDecodeError):
+                pass
+        return dict(self.final)
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.start_ms is None:
+            return None
+        import time
+        end = self.end_ms if self.end_ms is not None else (time.time() * 1000 if self.status == "RUNNING" else None)
+        return None if end is None else round((end - self.start_ms) / 1000, 1)
+
+    def file(self, name: str) -> Path:
+        """A file in the trial folder, or ExperimentError naming it."""
+        if self.dir is None:
+            raise ExperimentError(f"trial {self.id}: its output folder was not found")
+        path = self.dir / name
+        if not path.exists():
+            raise ExperimentError(f"trial {self.id}: missing {path}")
+        return path
+
+
+@dataclass
+class Experiment:
+    id: str
+    dir: Path
+    config: dict
+    trials: list[Trial]
+    status: str = ""          # from nnictl's registry (RUNNING, DONE, STOPPED, ...), if known
+
+    @property
+    def optimize_mode(self) -> str:
+        """`maximize` or `minimize`, from the tuner's (or assessor's) classArgs; NNI's default is maximize."""
+        for key in ("tuner", "advisor", "assessor"):
+            mode = ((self.config.get(key) or {}).get("classArgs") or {}).get("optimize_mode")
+            if mode:
+                return str(mode).lower()
+        return "maximize"
+
+    def trial(self, trial_id: str) -> Trial:
+        for t in self.trials:
+            if t.id == trial_id or str(t.sequence) == str(trial_id):
+                return t
+        known = ", ".join(t.id for t in self.trials) or "none"
+        raise ExperimentError(f"experiment {self.id} has no trial {trial_id!r} (trials: {known})")
+
+    def ranked(self, metric: str = "default") -> list[Trial]:
+        """Trials with a final `metric`, best first; then the rest by sequence number."""
+        scored = [t for t in self.trials if _number(t.final.get(metric)) is not None]
+        scored.sort(key=lambda t: t.final[metric], reverse=self.optimize_mode != "minimize")
+        rest = sorted((t for t in self.trials if t not in scored), key=lambda t: t.sequence)
+        return scored + rest
+
+    def best(self, metric: str = "default") -> Trial:
+        ranked = [t for t in self.ranked(metric) if _number(t.final.get(metric)) is not None]
+        if not ranked:
+            raise ExperimentError(f"experiment {self.id} has no trial with a final result yet")
+        return ranked[0]
+
+
+def _number(v):
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+# ---- locating --------------------------------------------------------------------
+
+def nni_home() -> Path:
+    return Path(os.environ.get("NNI_EXPERIMENTS_DIR", Path.home() / "nni-experiments"))
+
+
+def _registry() -> dict:
+    try:
+        return json.loads((nni_home() / ".experiment").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def find(experiment: str | os.PathLike) -> Path:
+    """The experiment folder (the one holding db/nni.sqlite) for an id or a path."""
+    text = str(experiment)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if (path / "db" / "nni.sqlite").is_file():
+            return path
+        children = sorted({p.parent.parent.resolve() for p in path.glob("*/db/nni.sqlite")})  # `_latest` is a link
+        if len(children) == 1:  # an experimentWorkingDirectory with one experiment
+            return children[0]
+        raise ExperimentError(f"{path} is not an NNI experiment folder (no db/nni.sqlite)")
+    entry = _registry().get(text) or {}
+    for root in [entry.get("logDir"), nni_home()]:
+        if root and (Path(root) / text / "db" / "nni.sqlite").is_file():
+            return Path(root) / text
+    raise ExperimentError(f"no NNI experiment {text!r}: not a folder, and not found in {nni_home()} "
+                          "or nnictl's experiment list")
+
+
+def load(experiment: str | os.PathLike) -> Experiment:
+    """Read an experiment's config and trials (safe while it runs)."""
+    folder = find(experiment)
+    db = folder / "db" / "nni.sqlite"
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            profile = conn.execute("SELECT params, id FROM ExperimentProfile ORDER BY revision DESC LIMIT 1").fetchone()
+            events = conn.execute("SELECT timestamp, trialJobId, event, data, logPath, sequenceId, message "
+                                  "FROM TrialJobEvent ORDER BY timestamp, rowid").fetchall()
+            metrics = conn.execute("SELECT trialJobId, type, sequence, data FROM MetricData "
+                                   "ORDER BY timestamp, rowid").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise ExperimentError(f"cannot read {db}: {e}") from None
+    config = json.loads(profile[0]) if profile and profile[0] else {}
+    exp_id = profile[1] if profile else folder.name
+    trials: dict[str, Trial] = {}
+    for ts, tid, event, data, log_path, seq, message in events:
+        t = trials.setdefault(tid, Trial(tid))
+        if seq is not None and seq >= 0:
+            t.sequence = seq
+        if data and not t.parameters:  # the hyperparameters come with WAITING or RUNNING
+            t.parameters = _parameters(data)
+        if event == "RUNNING":
+            t.start_ms = ts
+        elif event in ENDED:
+            t.end_ms = ts
+        if event not in ("ADD_CUSTOMIZED", "ADD_HYPERPARAMETER"):
+            t.status = event
+        if log_path:
+            t.dir = _trial_dir(folder, tid, log_path)
+        if message:
+            t.message = message
+    for tid, kind, _seq, data in metrics:
+        t = trials.setdefault(tid, Trial(tid))
+        value = _decode(data)
+        if kind == "FINAL":
+            t.final = value if isinstance(value, dict) else {"default": value}
+        else:
+            t.intermediate.append(value if isinstance(value, dict) else {"default": value})
+    for t in trials.values():
+        if t.dir is None:
+            t.dir = _trial_dir(folder, t.id, None)
+    status = (_registry().get(exp_id) or {}).get("status", "")
+    return Experiment(exp_id, folder, config, sorted(trials.values(), key=lambda t: t.sequence), status)
+
+
+def _parameters(data: str) -> dict:
+    try:
+        value = json.loads(data)
+        value = json.loads(value) if isinstance(value, str) else value
+        params = value.get("parameters", value)
+        return json.loads(params) if isinstance(params, str) else dict(params)
+    except (json.JSONDecodeError, AttributeError, TypeError):
+        return {}
+
+
+def _decode(data: str):
+    """NNI stores a metric as JSON of a JSON string (sometimes with NaN)."""
+    value = json.loads(data)
+    while isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            break
+    return value
+
+
+def _trial_dir(folder: Path, trial_id: str, log_path: str | None) -> Path | None:
+    if log_path:
+        local = log_path.split("://", 1)[-1]
+        local = local.split(":", 1)[-1] if local.startswith("localhost:") else local
+        if Path(local).is_dir():
+            return Path(local)
+    for candidate in [folder / "environments" / "local-env" / "trials" / trial_id, *folder.glob(f"environments/*/trials/{trial_id}"),
+                      folder / "trials" / trial_id]:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+# ---- one trial, from an experiment or a plain folder -----------------------------
+
+def is_trial_folder(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / "params.json").is_file() and (p / "metrics.json").is_file()
+
+
+def load_trial_folder(path: str | os.PathLike) -> Trial:
+    """A trial written by `python -m segmodel train --output_dir DIR` (no NNI)."""
+    p = Path(path)
+    try:
+        metrics = json.loads((p / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ExperimentError(f"cannot read {p / 'metrics.json'}: {e}") from None
+    return Trial(id=p.name, status="SUCCEEDED", final=metrics, dir=p)
+
+
+def select_trial(experiment: str, trial_id: str | None = None, metric: str = "default") -> tuple[Trial, Experiment | None]:
+    """The named trial, or the experiment's best; a trial folder stands for itself."""
+    if is_trial_folder(experiment):
+        if trial_id:
+            raise ExperimentError(f"{experiment} is a single trial's folder; --trial applies to experiments only")
+        return load_trial_folder(experiment), None
+    exp = load(experiment)
+    trial = exp.trial(trial_id) if trial_id else exp.best(metric)
+    return trial, exp

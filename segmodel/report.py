@@ -1,0 +1,225 @@
+"""`python -m segmodel report EXPERIMENT`: a leaderboard of an experiment's trials
+(table, CSV, Markdown) and a Pareto plot of mean IoU against sparsity and model size.
+
+Reads NNI's database read-only, so it works while the experiment runs. Trials that
+failed, were early-stopped or still run are listed too, after the ranked ones.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+import zlib
+from pathlib import Path
+
+from . import experiments
+from .experiments import Experiment, Trial
+
+FIXED = ("rank", "trial", "seq", "status", "default", "iou", "dense_iou", "accuracy", "sparsity",
+         "gzip_mb", "duration_s")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("report", help="leaderboard + Pareto plot of an NNI experiment's trials",
+                              description=__doc__.splitlines()[0].replace("`", ""))
+    p.add_argument("experiment", metavar="EXPERIMENT", help="NNI experiment id, or its folder")
+    p.add_argument("--out", default=None, metavar="DIR", help="where to write the files (default: ./report-<id>)")
+    p.add_argument("--metric", default="default", help="final-result key to rank by (default: %(default)s; "
+                   "direction = the tuner's optimize_mode)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    exp = experiments.load(args.experiment)
+    out = Path(args.out or f"report-{exp.id}")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = leaderboard(exp, args.metric, progress=True)
+    params = hyperparameter_names(exp)
+    columns = list(FIXED) + params
+    print(f"experiment {exp.id} ({exp.status or 'status unknown'}), {len(exp.trials)} trials, "
+          f"ranked by {args.metric} ({exp.optimize_mode})")
+    print(format_table(rows, columns))
+    (out / "leaderboard.csv").write_text(to_csv(rows, columns))
+    (out / "leaderboard.md").write_text(to_markdown(exp, rows, columns, args.metric))
+    written = ["leaderboard.csv", "leaderboard.md"]
+    if plot_pareto(rows, out / "pareto.png", title=f"experiment {exp.id}"):
+        written.append("pareto.png")
+    print(f"wrote {', '.join(str(out / w) for w in written)}")
+    return 0
+
+
+# ---- rows ---------------------------------------------------------------------------
+
+def hyperparameter_names(exp: Experiment) -> list[str]:
+    names = list((exp.config.get("searchSpace") or {}).keys())
+    for t in exp.trials:
+        names += [k for k in t.parameters if k not in names]
+    return names
+
+
+def leaderboard(exp: Experiment, metric: str = "default", progress: bool = False) -> list[dict]:
+    """One dict per trial, best first; trials without a final result last, with a note."""
+    ranked = exp.ranked(metric)
+    need_gzip = [t for t in ranked if t.dir and "model_gzip_bytes" not in t.metrics and (t.dir / "model.keras").is_file()]
+    if progress and need_gzip:
+        print(f"measuring gzip size of {len(need_gzip)} model.keras files...", file=sys.stderr, flush=True)
+    rows, rank = [], 0
+    for t in ranked:
+        m = t.metrics
+        has_final = isinstance(t.final.get(metric), (int, float))
+        rank += has_final
+        gz = m.get("model_gzip_bytes")
+        if gz is None and t in need_gzip:
+            gz = gzip_size(t.dir / "model.keras")
+        rows.append({
+            "rank": rank if has_final else "",
+            "trial": t.id, "seq": t.sequence, "status": t.status,
+            "default": t.final.get(metric) if has_final else _last_intermediate(t, metric),
+            "iou": m.get("iou"), "dense_iou": m.get("dense_iou"), "accuracy": m.get("accuracy"),
+            "sparsity": m.get("sparsity"), "gzip_mb": gz / 1e6 if isinstance(gz, (int, float)) else None,
+            "duration_s": m.get("duration_s", t.duration_s),
+            **t.parameters,
+            "note": "" if has_final else _note(t, metric),
+        })
+    return rows
+
+
+def _last_intermediate(t: Trial, metric: str):
+    return t.intermediate[-1].get(metric) if t.intermediate else None
+
+
+def _note(t: Trial, metric: str) -> str:
+    """Why a trial has no final result: its error line, or how far it got."""
+    if t.status == "FAILED":
+        return "failed: " + (_error_line(t) or t.message or "see trial.stderr")
+    if t.status == "EARLY_STOPPED":
+        return f"early-stopped by the assessor after {len(t.intermediate)} epochs (last {metric} shown)"
+    if t.status in ("RUNNING", "WAITING"):
+        return f"{t.status.lower()}: {len(t.intermediate)} epochs so far (last {metric} shown)"
+    return t.status.lower().replace("_", " ")
+
+
+def _error_line(t: Trial) -> str:
+    for name in ("trial.stderr", "stderr"):
+        path = t.dir / name if t.dir else None
+        if path and path.is_file():
+            lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+            errors = [ln for ln in lines if ln.startswith("error:") or "Error" in ln.split(":")[0]]
+            if errors or lines:
+                return (errors or lines)[-1][:160]
+    return ""
+
+
+def gzip_size(path: Path, chunk: int = 1 << 20) -> int:
+    """Bytes of the file gzip-compressed (zlib level 6, as `gzip -6`), streamed."""
+    z = zlib.compressobj(6, zlib.DEFLATED, 31)
+    total = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            total += len(z.compress(block))
+    return total + len(z.flush())
+
+
+# ---- output -------------------------------------------------------------------------
+
+def _fmt(key: str, v) -> str:
+    if v is None or v == "":
+        return "" if key != "default" else "-"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        if key in ("duration_s",):
+            return f"{v:.0f}"
+        if key in ("gzip_mb",):
+            return f"{v:.2f}"
+        return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    return str(v)
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    cols = columns + ["note"]
+    cells = [[_fmt(c, r.get(c)) for c in cols] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(cols), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def to_csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns + ["note"], extrasaction="ignore")
+    w.writeheader()
+    w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    return buf.getvalue()
+
+
+def to_markdown(exp: Experiment, rows: list[dict], columns: list[str], metric: str) -> str:
+    ranked = [r for r in rows if r["rank"] != ""]
+    others = [r for r in rows if r["rank"] == ""]
+    md = [f"# Experiment {exp.id}", "",
+          f"{len(exp.trials)} trials ({exp.status or 'status unknown'}), ranked by `{metric}` ({exp.optimize_mode}). "
+          f"Folder: `{exp.dir}`.", "",
+          "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    md += ["| " + " | ".join(_fmt(c, r.get(c)) for c in columns) + " |" for r in ranked]
+    md += ["", "## Trials without a final result", ""]
+    if others:
+        md += [f"- `{r['trial']}` (#{r['seq']}) **{r['status']}**: {r['note']}" for r in others]
+    else:
+        md.append("None: every trial finished with a result.")
+    md += ["", "![Pareto plot](pareto.png)", ""]
+    return "\n".join(md)
+
+
+def pareto_front(points: list[tuple[float, float]], maximize_x: bool) -> list[int]:
+    """Indices of points not dominated (higher IoU and better x), sorted by x."""
+    sign = 1 if maximize_x else -1
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any((sign * x2 >= sign * x and y2 >= y) and (sign * x2 > sign * x or y2 > y)
+                        for j, (x2, y2) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def plot_pareto(rows: list[dict], path: Path, title: str = "") -> bool:
+    """Mean IoU vs sparsity and vs gzip size, Pareto front drawn, best trial starred."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if isinstance(r.get("iou"), (int, float)) and math.isfinite(r["iou"])]
+    if not done:
+        print("no finished trial with an IoU yet: no Pareto plot", file=sys.stderr)
+        return False
+    panels = [("sparsity", "sparsity (fraction of weights zero)", True),
+              ("gzip_mb", "model.keras gzip size (MB)", False)]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), dpi=110)
+    best = min((r for r in done if r["rank"] != ""), key=lambda r: r["rank"], default=None)
+    for ax, (key, label, maximize_x) in zip(axes, panels):
+        pts = [(r[key], r["iou"], r) for r in done if isinstance(r.get(key), (int, float))]
+        if not pts:
+            ax.text(0.5, 0.5, f"no {key} recorded", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xlabel(label)
+            continue
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        ax.scatter(xs, ys, s=36, color="#4C72B0", alpha=0.8, label="trial", zorder=2)
+        front = pareto_front([(x, y) for x, y, _ in pts], maximize_x)
+        fx, fy = [xs[i] for i in front], [ys[i] for i in front]
+        ax.step(fx, fy, where="post" if not maximize_x else "pre", color="#DD8452", lw=1.5, zorder=1)
+        ax.scatter(fx, fy, s=60, facecolor="none", edgecolor="#DD8452", lw=1.5, label="Pareto front", zorder=3)
+        for x, y, r in pts:
+            ax.annotate(f"#{r['seq']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, color="#333333")
+        if best is not None and isinstance(best.get(key), (int, float)):
+            ax.scatter([best[key]], [best["iou"]], marker="*", s=220, color="#C44E52", zorder=4,
+                       label=f"best by default (#{best['seq']})")
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation mean IoU")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"{title}: mean IoU against sparsity and size".strip(": "))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True

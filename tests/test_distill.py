@@ -1,0 +1,194 @@
+"""Knowledge distillation: the loss against a numpy reference, the Distiller's training
+contract (frozen teacher, masks hold, bf16), and trial.py --kd end to end."""
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from segmodel.distill import Distiller, kd_loss
+from segmodel.errors import ParamError
+
+TEMPERATURES = [0.5, 1.0, 2.0, 4.0, 10.0]
+
+
+def reference_kd(zs, zt, t):
+    """T^2 * mean over pixels of KL(softmax(zt/T) || softmax(zs/T)), in float64."""
+    def log_softmax(z):
+        z = z.astype(np.float64) / t
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+    lps, lpt = log_softmax(zs), log_softmax(zt)
+    return t * t * np.mean(np.sum(np.exp(lpt) * (lpt - lps), axis=-1))
+
+
+@pytest.fixture
+def logits():
+    rng = np.random.default_rng(0)
+    shape = (2, 8, 8, 6)
+    return (rng.normal(0, 3, shape).astype("float32"), rng.normal(0, 3, shape).astype("float32"))
+
+
+@pytest.fixture
+def policy():
+    """Tests that set a precision policy leave the process as they found it."""
+    before = keras.mixed_precision.global_policy().name
+    yield keras.mixed_precision.set_global_policy
+    keras.mixed_precision.set_global_policy(before)
+
+
+@pytest.mark.parametrize("t", TEMPERATURES)
+def test_kd_loss_matches_numpy_reference(logits, t):
+    zs, zt = logits
+    got = float(kd_loss(zs, zt, t))
+    assert got > 0
+    np.testing.assert_allclose(got, reference_kd(zs, zt, t), rtol=1e-5, atol=1e-7)
+
+
+def test_kd_loss_any_leading_shape(logits):
+    zs, zt = logits
+    flat = float(kd_loss(zs.reshape(-1, 6), zt.reshape(-1, 6), 3.0))
+    np.testing.assert_allclose(flat, float(kd_loss(zs, zt, 3.0)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("t", TEMPERATURES)
+def test_kd_loss_is_exactly_zero_for_equal_logits(logits, t):
+    zs, _ = logits
+    assert float(kd_loss(zs, zs.copy(), t)) == 0.0
+
+
+@pytest.mark.parametrize("t", [1.0, 4.0])
+def test_kd_loss_invariant_to_a_constant_per_pixel(logits, t):
+    zs, zt = logits
+    rng = np.random.default_rng(1)
+    shift_s = rng.normal(0, 20, zs.shape[:-1] + (1,)).astype("float32")
+    shift_t = rng.normal(0, 20, zt.shape[:-1] + (1,)).astype("float32")
+    base = float(kd_loss(zs, zt, t))
+    np.testing.assert_allclose(float(kd_loss(zs + shift_s, zt + shift_t, t)), base, rtol=1e-4)
+
+
+def test_kd_loss_is_float32_and_finite_from_bfloat16_logits(logits):
+    from keras import ops
+    zs, zt = logits
+    zs16, zt16 = ops.cast(zs * 30, "bfloat16"), ops.cast(zt * 30, "bfloat16")  # saturated softmax
+    loss = kd_loss(zs16, zt16, 1.0)
+    assert keras.backend.standardize_dtype(loss.dtype) == "float32"
+    expected = reference_kd(ops.convert_to_numpy(ops.cast(zs16, "float32")),
+                            ops.convert_to_numpy(ops.cast(zt16, "float32")), 1.0)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+
+
+# ---- the Distiller ------------------------------------------------------------------
+
+def _tiny_batches(n=16, size=32, seed=0):
+    import tensorflow as tf
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 6, (n, size // 8, size // 8)).repeat(8, 1).repeat(8, 2)
+    images = rng.random((6, 3)).astype("float32")[labels] + rng.normal(0, 0.05, (n, size, size, 3)).astype("float32")
+    masks = np.eye(6, dtype="float32")[labels]
+    return tf.data.Dataset.from_tensor_slices((images, masks)).batch(8)
+
+
+def test_distiller_trains_student_only_keeps_masks_under_bf16(policy):
+    from segmodel.losses import task_loss
+    from segmodel.metrics import training_metrics
+    from segmodel.model import multi_unet_model
+    from segmodel.pruning import Pruner
+
+    policy("mixed_bfloat16")
+    keras.utils.set_random_seed(0)
+    student = multi_unet_model(0.1, 6, 32, 32, 3)
+    teacher = keras.Model.from_config(student.get_config())
+    teacher.set_weights(student.get_weights())
+    teacher.trainable = False
+    pruner = Pruner(student, [{"sparsity": 0.8, "op_types": ["default"]}])
+    pruner.prune()
+    pruned = {path: keras.ops.convert_to_numpy(m) == 0 for path, m in pruner.masks.items()}
+    assert pruned
+    teacher_before = [w.copy() for w in teacher.get_weights()]
+    student_before = [w.copy() for w in student.get_weights()]
+
+    loss = task_loss([1 / 6] * 6)
+    distiller = Distiller(student, teacher, loss, alpha=0.5, temperature=2.0)
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=training_metrics(6))
+    data = _tiny_batches()
+    logs = distiller.fit(data, validation_data=data, epochs=1, verbose=0).history
+
+    for key in ("loss", "accuracy", "mean_iou", "jacard_coef", "task_loss", "kd_loss"):
+        assert key in logs and f"val_{key}" in logs, key
+        assert all(np.isfinite(logs[key]))
+    assert logs["kd_loss"][-1] > 0  # dropout + pruning: the student no longer equals its teacher
+    for before, after in zip(teacher_before, teacher.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert any(not np.array_equal(b, a) for b, a in zip(student_before, student.get_weights()))
+    for w in student.weights:
+        if w.path in pruned:
+            assert np.all(keras.ops.convert_to_numpy(w)[pruned[w.path]] == 0), \
+                f"{w.path}: pruned weights came back during distillation"
+
+    # The logged validation loss is task + alpha * kd on the student's / teacher's inference outputs.
+    x, y = next(iter(data))
+    probs = student(x, training=False)
+    z_s = student.get_layer("logits").output
+    z_s = keras.Model(student.inputs, z_s)(x, training=False)
+    z_t = keras.Model(teacher.inputs, teacher.get_layer("logits").output)(x, training=False)
+    expected = float(loss(y, probs)) + 0.5 * float(kd_loss(z_s, z_t, 2.0))
+    result = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    np.testing.assert_allclose(result["loss"], expected, rtol=1e-4)
+
+
+def test_teacher_without_logits_layer_is_a_clear_error():
+    from segmodel.model import multi_unet_model
+    student = multi_unet_model(0.1, 6, 32, 32, 3)
+    inputs = keras.Input((32, 32, 3))
+    plain = keras.Model(inputs, keras.layers.Conv2D(6, 1, activation="softmax", name="head")(inputs))
+    with pytest.raises(ParamError, match="no 'logits' layer"):
+        Distiller(student, plain, lambda y, p: 0.0)
+
+
+# ---- parameters and the trial ---------------------------------------------------------
+
+def test_kd_with_schedule_init_needs_a_teacher(capsys):
+    from segmodel.cli_trial import main
+    from segmodel.params import resolve
+    with pytest.raises(ParamError, match="kd needs a teacher.*--teacher"):
+        resolve({"kd": "true", "schedule": "init"})
+    resolve({"kd": "true", "schedule": "init", "teacher": "t/model.keras"})  # a path makes it valid
+    assert main(["--kd", "true", "--schedule", "init"]) == 2
+    assert "kd needs a teacher" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def kd_trial(tmp_path_factory):
+    """trial.py --kd true on tiny settings: dense 1 epoch, oneshot prune, 1 distilled epoch."""
+    from segmodel.cli_trial import main
+    before = keras.mixed_precision.global_policy().name
+    out = tmp_path_factory.mktemp("kd_trial")
+    code = main(["--kd", "true", "--kd_temperature", "3", "--kd_alpha", "0.5", "--patch_size", "32",
+                 "--epochs", "1", "--finetune_epochs", "1", "--output_dir", str(out)])
+    keras.mixed_precision.set_global_policy(before)
+    assert code == 0
+    return out
+
+
+def test_trial_kd_reports_distillation(kd_trial):
+    metrics = json.loads((kd_trial / "metrics.json").read_text())
+    assert metrics["kd"] == 1 and metrics["kd_temperature"] == 3.0 and metrics["kd_alpha"] == 0.5
+    assert metrics["kd_teacher"] == "dense" and metrics["diverged"] == 0
+    assert metrics["sparsity"] == pytest.approx(0.8, abs=0.01)
+    header, *rows = (kd_trial / "history.csv").read_text().splitlines()
+    assert [r.split(",")[1] for r in rows] == ["dense", "finetune"]
+    assert "val_kd_loss" in header.split(",")
+
+
+@pytest.mark.slow
+def test_trial_kd_from_a_saved_teacher_with_schedule_init(kd_trial, tmp_path):
+    from segmodel.cli_trial import main
+    before = keras.mixed_precision.global_policy().name
+    code = main(["--kd", "true", "--schedule", "init", "--teacher", str(kd_trial / "model.keras"),
+                 "--patch_size", "32", "--epochs", "1", "--finetune_epochs", "0", "--output_dir", str(tmp_path)])
+    keras.mixed_precision.set_global_policy(before)
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["kd"] == 1 and metrics["kd_teacher"].endswith("model.keras")
+    assert "kd_loss" in (tmp_path / "history.csv").read_text().splitlines()[0]

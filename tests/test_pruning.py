@@ -1,0 +1,282 @@
+"""Pruning: mask computation, NNI config_list semantics, masks holding through real
+graph-mode training, the AGP schedule, and a stripped model that plain Keras loads."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from keras import layers
+
+from segmodel.errors import ParamError
+from segmodel.pruning import (AGPCallback, Pruner, agp_sparsity, layer_sparsity, layer_targets,
+                              magnitude_mask, prunable_weights, sparsity_stats)
+
+
+def reference_mask(w, s):
+    """Independent reference: order by (|w|, flat index), zero the first int(n*s)."""
+    flat = np.abs(np.asarray(w, dtype=np.float64)).ravel()
+    order = np.lexsort((np.arange(flat.size), flat))
+    keep = np.ones(flat.size, bool)
+    keep[order[:int(flat.size * s)]] = False
+    return keep.reshape(np.shape(w))
+
+
+def tiny_model():
+    inp = keras.Input((8, 8, 3), name="x")
+    x = layers.Conv2D(4, 3, padding="same", name="a")(inp)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.Conv2D(4, 3, padding="same", activation="relu", name="b")(x)
+    x = layers.Conv2DTranspose(4, 3, padding="same", name="t")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.Sequential([layers.Dense(5, name="inner")], name="head")(x)
+    return keras.Model(inp, layers.Dense(3, activation="softmax", name="d")(x), name="tiny")
+
+
+def toy_data(n=16):
+    rng = np.random.default_rng(0)
+    return rng.random((n, 8, 8, 3), dtype=np.float32), np.eye(3, dtype=np.float32)[rng.integers(0, 3, n)]
+
+
+def zero_masks(model, names):
+    by_name = {layer.name: layer for layer in model._flatten_layers()}
+    return {w.path: w.numpy() == 0 for n in names for w in prunable_weights(by_name[n])}
+
+
+@pytest.fixture
+def policy():
+    """Set a dtype policy for one test, restoring float32 after."""
+    yield keras.mixed_precision.set_global_policy
+    keras.mixed_precision.set_global_policy("float32")
+
+
+# ---- mask computation -------------------------------------------------------------------
+
+@pytest.mark.parametrize("w, s", [
+    (np.array([3.0, -1.0, 2.0, -0.5]), 0.5),
+    (np.array([1.0, -1.0, 1.0, 1.0, -1.0]), 0.6),           # all tied: first ones in flat order
+    (np.array([0.0, 2.0, 0.0, -2.0, 1.0, 1.0]), 0.5),       # ties across the threshold
+    (np.array([5.0]), 0.99),                                # tiny: int(0.99) = 0, nothing pruned
+    (np.array([5.0, -7.0]), 0.5),
+    (np.arange(24, dtype=float).reshape(2, 3, 4) - 11.5, 0.8),
+    (np.random.default_rng(1).normal(size=(3, 3, 4, 8)), 0.0),  # sparsity 0 prunes nothing
+    (np.random.default_rng(2).normal(size=(3, 3, 4, 8)), 0.9),
+])
+def test_mask_matches_numpy_reference(w, s):
+    mask = magnitude_mask(w, s)
+    assert mask.shape == w.shape and mask.dtype == bool
+    np.testing.assert_array_equal(mask, reference_mask(w, s))
+    assert np.count_nonzero(~mask) == int(w.size * s)
+
+
+@settings(max_examples=60, deadline=None)
+@given(w=hnp.arrays(np.float32, hnp.array_shapes(max_dims=3, max_side=6),
+                    elements=st.integers(-4, 4).map(float)),  # small integers: many ties
+       s=st.floats(0, 0.999))
+def test_mask_property(w, s):
+    mask = magnitude_mask(w, s)
+    assert np.count_nonzero(~mask) == int(w.size * s)
+    a = np.abs(w)
+    if mask.any() and (~mask).any():
+        assert a[mask].min() >= a[~mask].max()
+    np.testing.assert_array_equal(mask, reference_mask(w, s))
+
+
+# ---- config_list semantics ------------------------------------------------------------------
+
+DEFAULT_LAYERS = {"a", "b", "t", "inner", "d"}  # BatchNormalization is not a 'default' op type
+
+
+def test_default_op_types_and_nested_layers():
+    assert layer_targets(tiny_model(), [{"sparsity": 0.5, "op_types": ["default"]}]) == \
+        {n: 0.5 for n in ["a", "b", "t", "inner", "d"]}
+
+
+def test_last_matching_entry_decides():
+    m = tiny_model()
+    t = layer_targets(m, [{"sparsity": 0.5, "op_types": ["default"]}, {"sparsity": 0.9, "op_names": ["b"]}])
+    assert t["b"] == 0.9 and t["a"] == 0.5
+    t = layer_targets(m, [{"sparsity": 0.9, "op_names": ["b"]}, {"sparsity": 0.5, "op_types": ["default"]}])
+    assert t["b"] == 0.5
+
+
+def test_exclude_and_reinclude():
+    m = tiny_model()
+    t = layer_targets(m, [{"sparsity": 0.5, "op_types": ["default"]}, {"exclude": True, "op_names": ["d", "t"]}])
+    assert set(t) == DEFAULT_LAYERS - {"d", "t"}
+    t = layer_targets(m, [{"sparsity": 0.5, "op_types": ["default"]}, {"exclude": True, "op_types": ["Dense"]},
+                          {"sparsity_per_layer": 0.3, "op_names": ["d"]}])
+    assert t == {"a": 0.5, "b": 0.5, "t": 0.5, "d": 0.3}
+
+
+def test_op_types_and_op_names_both_must_match():
+    m = tiny_model()
+    assert layer_targets(m, [{"sparsity": 0.4, "op_types": ["Conv2D"], "op_names": ["b", "t", "d"]}]) == {"b": 0.4}
+    assert layer_targets(m, [{"sparsity": 0.4, "op_types": ["Conv2DTranspose"]}]) == {"t": 0.4}
+
+
+def test_biases_never_pruned_and_named_layer_types():
+    m = tiny_model()
+    for layer in m._flatten_layers():
+        for v in layer.weights:
+            if v.name in ("bias", "beta"):
+                v.assign(np.full(v.shape, 0.01, np.float32))
+    p = Pruner(m, [{"sparsity": 0.75, "op_types": ["default", "BatchNormalization"]}])
+    p.prune()
+    assert {w.name for w, _ in p._weights} == {"kernel", "gamma"}
+    assert all(np.all(v.numpy() == np.float32(0.01))
+               for layer in m._flatten_layers() for v in layer.weights if v.name in ("bias", "beta"))
+    assert layer_sparsity(m, ["bn"]) == {"bn": 0.75}
+
+
+@pytest.mark.parametrize("config, message", [
+    ([{"sparsity": 0.5, "op_names": ["nope"]}], "matches no layer"),
+    ([{"sparsity": 0.5, "op_types": ["LSTM"]}], "matches no layer"),
+    ([{"sparsity": 0.5, "op_names": ["gap"]}], "matches no layer"),   # a layer without weights
+    ([{"sparsity": 0.5, "op_types": ["default"]}, {"exclude": True, "op_names": ["zz"]}], r"config_list\[1\]"),
+    ([{"sparsity": 1.0, "op_types": ["default"]}], r"\[0, 1\)"),
+    ([{"sparsity": -0.1, "op_types": ["default"]}], r"\[0, 1\)"),
+    ([{"sparsity": True, "op_types": ["default"]}], r"\[0, 1\)"),
+    ([{"sparsity": "0.5", "op_types": ["default"]}], r"\[0, 1\)"),
+    ([{"op_types": ["default"]}], "sparsity must be"),
+    ([{"sparsity": 0.5, "sparsity_per_layer": 0.5, "op_types": ["default"]}], "not both"),
+    ([{"sparsity": 0.5}], "op_types or op_names"),
+    ([{"sparsity": 0.5, "op_types": "Conv2D"}], "list of strings"),
+    ([{"sparsity": 0.5, "op_types": ["default"], "ops": 1}], "unknown keys"),
+    ([{"exclude": "yes", "op_names": ["a"]}], "exclude must be"),
+    (["Conv2D"], "must be a dict"),
+    ({"sparsity": 0.5}, "must be a list"),
+])
+def test_config_errors(config, message):
+    with pytest.raises(ParamError, match=message):
+        layer_targets(tiny_model(), config)
+
+
+# ---- masks hold through real training ---------------------------------------------------------
+
+@pytest.mark.parametrize("dtype_policy", ["float32", "mixed_bfloat16"])
+def test_zeros_survive_graph_mode_training(policy, dtype_policy):
+    policy(dtype_policy)
+    keras.utils.set_random_seed(0)
+    m = tiny_model()
+    p = Pruner(m, [{"sparsity": 0.7, "op_types": ["default"]}])
+    p.prune()
+    before = zero_masks(m, p.targets)
+    start = [w.numpy().copy() for w, _ in p._weights]
+    m.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy")
+    x, y = toy_data()
+    m.fit(x, y, batch_size=4, epochs=2, verbose=0)  # 8 optimizer steps
+    assert not m.run_eagerly and m.optimizer.iterations.numpy() == 8
+    after = zero_masks(m, p.targets)
+    for (w, _), w0 in zip(p._weights, start):
+        np.testing.assert_array_equal(after[w.path], before[w.path])
+        assert not np.allclose(w.numpy()[~before[w.path]], w0[~before[w.path]])  # it trained
+    sizes = [int(np.prod(w.shape)) for w, _ in p._weights]
+    assert sparsity_stats(m, p.targets)["sparsity"] == pytest.approx(sum(int(n * 0.7) for n in sizes) / sum(sizes))
+
+
+def test_strip_gives_back_the_original_constraint():
+    m = tiny_model()
+    kernel = m.get_layer("a").kernel
+    kernel.constraint = keras.constraints.NonNeg()
+    p = Pruner(m, [{"sparsity": 0.5, "op_names": ["a"]}])
+    p.prune()
+    m.compile(optimizer=keras.optimizers.SGD(0.1), loss="categorical_crossentropy")
+    m.fit(*toy_data(8), batch_size=4, verbose=0)
+    w = kernel.numpy()
+    assert w.min() >= 0 and np.count_nonzero(w == 0) >= int(w.size * 0.5)  # both constraints held
+    p.strip()
+    assert isinstance(kernel.constraint, keras.constraints.NonNeg) and not p.attached
+
+
+# ---- AGP ------------------------------------------------------------------------------------
+
+def test_agp_schedule_values():
+    assert agp_sparsity(0, 100, 0.8) == 0.0
+    assert agp_sparsity(50, 100, 0.8) == pytest.approx(0.8 * (1 - 0.5 ** 3))
+    assert agp_sparsity(25, 100, 0.8, initial=0.2) == pytest.approx(0.8 + (0.2 - 0.8) * 0.75 ** 3)
+    assert agp_sparsity(100, 100, 0.8) == agp_sparsity(250, 100, 0.8) == 0.8
+    assert agp_sparsity(-5, 100, 0.8) == 0.0 and agp_sparsity(3, 0, 0.8) == 0.8
+    steps = np.diff([agp_sparsity(t, 40, 0.9) for t in range(41)])
+    assert np.all(steps >= 0) and np.all(np.diff(steps) <= 1e-12)  # rises fast, then levels off
+
+
+class RecordSparsity(keras.callbacks.Callback):
+    def __init__(self, names):
+        super().__init__()
+        self.names, self.seen = names, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen.append(sparsity_stats(self.model, self.names)["sparsity"])
+
+
+def test_agp_callback_reaches_target_on_schedule():
+    keras.utils.set_random_seed(0)
+    m = tiny_model()
+    p = Pruner(m, [{"sparsity": 0.8, "op_types": ["Conv2D", "Dense"]}])
+    p.prune(0.0)
+    m.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy")
+    agp, rec = AGPCallback(p, total_steps=6, frequency=2), RecordSparsity(p.targets)
+    m.fit(*toy_data(32), batch_size=4, epochs=1, verbose=0, callbacks=[agp, rec])  # 8 steps
+    sizes = [int(np.prod(w.shape)) for w, _ in p._weights]
+    expected = [sum(int(n * 0.8 * agp_sparsity(t, 6, 1.0)) for n in sizes) / sum(sizes) for t in (2, 4, 6)]
+    assert rec.seen[1:6:2] == pytest.approx(expected)
+    assert rec.seen[0] == 0.0 and rec.seen[5] == rec.seen[6] == rec.seen[7]  # frozen after the target
+    by_name = {layer.name: layer for layer in m._flatten_layers()}
+    sizes = {n: int(np.prod(by_name[n].kernel.shape)) for n in p.targets}
+    assert layer_sparsity(m, p.targets) == pytest.approx({n: int(k * 0.8) / k for n, k in sizes.items()})
+
+
+def test_agp_callback_retraces_a_model_traced_before_masks():
+    m = tiny_model()
+    m.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy")
+    m.fit(*toy_data(8), batch_size=4, verbose=0)  # train step traced without constraints
+    p = Pruner(m, [{"sparsity": 0.6, "op_names": ["b"]}])
+    m.fit(*toy_data(32), batch_size=4, verbose=0, callbacks=[AGPCallback(p, total_steps=2, frequency=1)])
+    assert layer_sparsity(m, ["b"])["b"] == int(144 * 0.6) / 144
+
+
+# ---- a model to ship ---------------------------------------------------------------------------
+
+LOAD_WITHOUT_SEGMODEL = textwrap.dedent("""
+    import json, sys
+    import keras, numpy as np
+    model = keras.models.load_model(sys.argv[1], compile=False)
+    out = {l.name: [float(np.mean(np.asarray(l.kernel) == 0)), int(np.prod(l.kernel.shape))]
+           for l in model.layers if getattr(l, "kernel", None) is not None}
+    print(json.dumps({"segmodel_imported": "segmodel" in sys.modules, "zeros": out}))
+""")
+
+
+def test_stripped_model_loads_in_plain_keras_with_its_zeros(tmp_path):
+    from segmodel.model import multi_unet_model
+
+    keras.utils.set_random_seed(0)
+    m = multi_unet_model(0.1, 6, 32, 32, 3)
+    config = [{"sparsity": 0.8, "op_types": ["default"]}, {"sparsity": 0.5, "op_names": ["logits"]}]
+    p = Pruner(m, config)
+    p.prune()
+    m.compile(optimizer="adam", loss="categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    m.fit(rng.random((4, 32, 32, 3), np.float32), np.eye(6, dtype=np.float32)[rng.integers(0, 6, (4, 32, 32))],
+          batch_size=4, verbose=0)
+    targets = dict(p.targets)
+    p.strip()
+    path = tmp_path / "model.keras"
+    m.save(path)
+    import zipfile
+    assert b"MaskConstraint" not in zipfile.ZipFile(path).read("config.json")
+
+    run = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_SEGMODEL, str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    assert loaded["segmodel_imported"] is False
+    assert set(loaded["zeros"]) == set(targets)
+    for name, (zero_fraction, n) in loaded["zeros"].items():
+        assert zero_fraction == pytest.approx(int(n * targets[name]) / n, abs=1e-12), name
