@@ -77,11 +77,12 @@ def fixed_cost(params) -> tuple[dict, object]:
     nni is imported as a trial inside NNI imports it (outside NNI a trial skips it)."""
     import psutil
 
-    created = psutil.Process().create_time()
-    stamps = [("interpreter + CLI", time.time())]
+    me = psutil.Process()
+    created = me.create_time()
+    stamps = [("interpreter + CLI", time.time(), sum(me.cpu_times()[:2]))]
 
     def stamp(name):
-        stamps.append((name, time.time()))
+        stamps.append((name, time.time(), sum(me.cpu_times()[:2])))
 
     try:
         import nni  # noqa: F401
@@ -109,13 +110,14 @@ def fixed_cost(params) -> tuple[dict, object]:
     trainer.fit(splits.train.take(1), epochs=1, verbose=0)
     steady = time.perf_counter() - t
 
-    stages, prev = {}, created
-    for name, at in stamps:
-        stages[name] = round(at - prev, 2)
-        prev = at
+    stages, cpu, prev, prev_cpu = {}, {}, created, 0.0
+    for name, at, used in stamps:
+        stages[name], cpu[name] = round(at - prev, 2), round(used - prev_cpu, 2)
+        prev, prev_cpu = at, used
     total = round(stamps[-1][1] - created, 2)
     without_nni = round(total - sum(v for k, v in stages.items() if k.startswith("import nni")), 2)
-    return {"stages_s": stages, "total_s": total, "total_without_nni_s": without_nni,
+    return {"stages_s": stages, "stages_cpu_s": cpu, "total_s": total, "total_cpu_s": round(stamps[-1][2], 2),
+            "total_without_nni_s": without_nni,
             "later_fit_call_1_step_s": round(steady, 3), "precision": precision,
             "threads": params.threads or runtime.default_threads(), **_rss_mb()}, splits
 
@@ -334,15 +336,37 @@ def seed_vs_ours(params, splits, x, y, sizes) -> dict:
 
 # ---- 6. inference -----------------------------------------------------------------------------
 
+class _Quiet:
+    """Silence file descriptors 1 and 2 (the TFLite converter prints its whole function
+    signature from C++ and Python), keeping the text to show if something fails."""
+
+    def __enter__(self):
+        import tempfile
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.sink = tempfile.TemporaryFile()
+        self.saved = [os.dup(1), os.dup(2)]
+        for fd in (1, 2):
+            os.dup2(self.sink.fileno(), fd)
+        return self
+
+    def __exit__(self, kind, *_):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved in zip((1, 2), self.saved):
+            os.dup2(saved, fd)
+            os.close(saved)
+        if kind is not None:
+            self.sink.seek(0)
+            sys.stderr.write(self.sink.read()[-4000:].decode(errors="replace"))
+        self.sink.close()
+
+
 def _tflite_bytes(model) -> bytes:
     import tensorflow as tf
 
-    try:
+    with _Quiet():
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    except Exception:  # some Keras 3 / TF pairs: convert the traced call instead
-        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-        fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-        return tf.lite.TFLiteConverter.from_concrete_functions([fn], model).convert()
 
 
 def inference_throughput(dense, pruned_model, x, sizes, threads: int) -> dict:
@@ -354,7 +378,10 @@ def inference_throughput(dense, pruned_model, x, sizes, threads: int) -> dict:
     bs, n = sizes["batch_size"], sizes["infer_batches"]
     batch = np.ascontiguousarray(x[:bs])
     tflite = _tflite_bytes(pruned_model)
-    interp = tf.lite.Interpreter(model_content=tflite, num_threads=threads)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated": still the documented API in 2.21
+        interp = tf.lite.Interpreter(model_content=tflite, num_threads=threads)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     interp.resize_tensor_input(inp["index"], list(batch.shape))
     interp.allocate_tensors()
@@ -500,8 +527,8 @@ def format_table(r: dict) -> str:
     f = r["fixed_cost"]
     section(f"Fixed cost of a trial (process start -> first training step), precision {f['precision']}")
     for name, v in f["stages_s"].items():
-        row(name, f"{v:.2f} s")
-    row("total", f"{f['total_s']:.2f} s", f"({f['total_without_nni_s']:.2f} s outside NNI)")
+        row(name, f"{v:.2f} s", f"cpu {f['stages_cpu_s'][name]:.2f} s")
+    row("total", f"{f['total_s']:.2f} s", f"cpu {f['total_cpu_s']:.2f} s; {f['total_without_nni_s']:.2f} s outside NNI")
     row("later fit() call, 1 step (reference)", f"{f['later_fit_call_1_step_s']:.2f} s")
 
     d = r["data"]

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import experiments
 from .errors import DataError, SegmodelError
+from .inference import load_runner
 
 WARN_POINTS = 1.0   # mean IoU points (percent) a quantized model may lose before we warn
 FORMATS = ("keras", "saved_model", "tflite_float32", "tflite_float16", "tflite_int8")
@@ -219,74 +220,6 @@ def size_of(path: Path) -> tuple[int, int]:
         return raw, len(buf.getvalue())
     data = path.read_bytes()
     return len(data), len(gzip.compress(data, compresslevel=6))
-
-
-def load_runner(path: Path, threads: int | None = None):
-    """A function batch(float32 NHWC in [0, 1]) -> class index map, for any exported file."""
-    path = Path(path)
-    if not path.exists():
-        raise ExportError(f"no such model file: {path}")
-    if path.is_dir():
-        import tensorflow as tf
-        serve = tf.saved_model.load(str(path)).serve
-        return lambda x: np.asarray(serve(tf.constant(x, tf.float32))).argmax(-1)
-    if path.suffix == ".keras":
-        import keras
-        model = keras.models.load_model(path, compile=False)
-        return lambda x: np.asarray(model(x, training=False)).argmax(-1)
-    if path.suffix == ".tflite":
-        return TFLiteRunner(path, threads)
-    raise ExportError(f"{path}: unknown model format (expected .keras, .tflite or a SavedModel folder)")
-
-
-def _cores() -> int:
-    import os
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-class TFLiteRunner:
-    """Runs a .tflite file in the TFLite interpreter, quantizing the input and
-    reading the output as the file's tensors require."""
-
-    def __init__(self, path: Path, threads: int | None = None):
-        import tensorflow as tf
-        try:
-            self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads or _cores())
-        except ValueError as e:
-            raise ExportError(f"{path}: not a TFLite model ({e})") from None
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        self._batch = None
-
-    @property
-    def patch_size(self) -> int:
-        return int(self.input["shape"][1])
-
-    def probabilities(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, np.float32)
-        if self._batch != len(x):
-            self.interpreter.resize_tensor_input(self.input["index"], list(x.shape))
-            self.interpreter.allocate_tensors()
-            self.input = self.interpreter.get_input_details()[0]
-            self.output = self.interpreter.get_output_details()[0]
-            self._batch = len(x)
-        if self.input["dtype"] in (np.int8, np.uint8):
-            scale, zero = self.input["quantization"]
-            info = np.iinfo(self.input["dtype"])
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self.input["dtype"])
-        self.interpreter.set_tensor(self.input["index"], x)
-        self.interpreter.invoke()
-        y = self.interpreter.get_tensor(self.output["index"])
-        if self.output["dtype"] in (np.int8, np.uint8):
-            scale, zero = self.output["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        return y
-
-    def __call__(self, x):
-        return self.probabilities(x).argmax(-1)
 
 
 def evaluate_file(path: Path, splits) -> dict:

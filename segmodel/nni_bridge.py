@@ -20,7 +20,23 @@ def tuned_parameters() -> dict:
     if not in_nni():
         return {}
     import nni
-    return dict(nni.get_next_parameter() or {})
+    return from_tuner(nni.get_next_parameter() or {})
+
+
+def from_tuner(values: dict) -> dict:
+    """Translate the keys some NNI tuners add to the search space's own.
+
+    Hyperband and BOHB add `TRIAL_BUDGET`, the resource of this round: segmodel spends
+    it as dense training epochs (set the advisor's R / max_budget in epochs). PBT adds
+    checkpoint folders to resume from, which segmodel trials do not do: say so."""
+    values = dict(values)
+    if "TRIAL_BUDGET" in values:
+        values["epochs"] = max(1, round(float(values.pop("TRIAL_BUDGET"))))
+    if "load_checkpoint_dir" in values or "save_checkpoint_dir" in values:
+        from .errors import ParamError
+        raise ParamError("the PBT tuner is not supported: segmodel trials do not resume from "
+                         "load_checkpoint_dir; use TPE, Anneal, Evolution or Hyperband")
+    return values
 
 
 def output_dir() -> str | None:

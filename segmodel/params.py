@@ -161,7 +161,7 @@ def _convert(f: dataclasses.Field, raw: Any, source: str):
                 return False
             raise ValueError
         if kind is int:
-            if isinstance(raw, float) and not raw.is_integer():
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                 raise ValueError
             if isinstance(raw, str):
                 value = float(raw)
@@ -173,14 +173,25 @@ def _convert(f: dataclasses.Field, raw: Any, source: str):
             if isinstance(raw, bool):
                 raise ValueError
             return float(raw)
+        if isinstance(raw, (list, dict)):  # e.g. a prune_config choice in search_space.json
+            return json.dumps(raw)
         return str(raw)
     except (TypeError, ValueError):
         raise ParamError(f"{f.name} from {source}: expected {kind.__name__}, got {raw!r}") from None
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Flag errors in one line, like every other parameter error (usage is in --help)."""
+
+    def error(self, message):
+        if message.startswith("unrecognized arguments"):
+            message += "; known: " + ", ".join(f.name for f in fields(Params))
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(prog: str = "trial.py") -> argparse.ArgumentParser:
     """Every parameter is a flag of the same name (`--learning_rate 0.001`)."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog=prog,
         description="Train, prune and evaluate the multi-class U-Net once (one NNI trial).",
     )

@@ -53,10 +53,15 @@ def main(args: argparse.Namespace) -> int:
 # ---- rows ---------------------------------------------------------------------------
 
 def hyperparameter_names(exp: Experiment) -> list[str]:
+    """Search-space names as columns; `hp_<name>` where one clashes with a result column."""
     names = list((exp.config.get("searchSpace") or {}).keys())
     for t in exp.trials:
         names += [k for k in t.parameters if k not in names]
-    return names
+    return [_hp(n) for n in names]
+
+
+def _hp(name: str) -> str:
+    return f"hp_{name}" if name in FIXED or name == "note" else name
 
 
 def leaderboard(exp: Experiment, metric: str = "default", progress: bool = False) -> list[dict]:
@@ -80,7 +85,7 @@ def leaderboard(exp: Experiment, metric: str = "default", progress: bool = False
             "iou": m.get("iou"), "dense_iou": m.get("dense_iou"), "accuracy": m.get("accuracy"),
             "sparsity": m.get("sparsity"), "gzip_mb": gz / 1e6 if isinstance(gz, (int, float)) else None,
             "duration_s": m.get("duration_s", t.duration_s),
-            **t.parameters,
+            **{_hp(k): v for k, v in t.parameters.items()},
             "note": "" if has_final else _note(t, metric),
         })
     return rows
@@ -93,7 +98,7 @@ def _last_intermediate(t: Trial, metric: str):
 def _note(t: Trial, metric: str) -> str:
     """Why a trial has no final result: its error line, or how far it got."""
     if t.status == "FAILED":
-        return "failed: " + (_error_line(t) or t.message or "see trial.stderr")
+        return _error_line(t) or t.message or "see the trial's trial.stderr"
     if t.status == "EARLY_STOPPED":
         return f"early-stopped by the assessor after {len(t.intermediate)} epochs (last {metric} shown)"
     if t.status in ("RUNNING", "WAITING"):

@@ -149,7 +149,12 @@ def configure(params) -> str:
     import keras
     import tensorflow as tf
 
-    threads = params.threads or default_threads()
+    if params.threads:
+        threads, why = params.threads, "--threads"
+    else:
+        concurrency, source = trial_concurrency()
+        threads = default_threads(concurrency)
+        why = f"{available_cores()} cores / {concurrency} concurrent trial(s), from {source}"
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
@@ -165,4 +170,5 @@ def configure(params) -> str:
         tf.config.experimental.enable_op_determinism()
     precision = choose_precision(params.precision)
     keras.mixed_precision.set_global_policy(precision)
+    print(f"segmodel: {threads} intra-op thread(s) ({why}); precision {precision}", file=sys.stderr, flush=True)
     return precision

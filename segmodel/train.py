@@ -120,7 +120,7 @@ def _fit(model, params, splits, epochs, phase, history, reporter, teacher=None, 
     from .artifacts import tensorboard_callbacks
     trainer = _compile(model, params, splits.n_classes, teacher)
     guard = DivergenceGuard()
-    report = EpochReporter(reporter, params.objective, phase, history)
+    report = EpochReporter(reporter, params.objective, phase, history, guard)
     trainer.fit(splits.train, validation_data=splits.val, epochs=epochs, verbose=2,
                 callbacks=[guard, *callbacks, report, *tensorboard_callbacks(history)])
     if guard.reason:
@@ -158,30 +158,47 @@ def evaluate(model, splits, params: Params) -> dict:
 
 
 class DivergenceGuard(keras.callbacks.Callback):
-    """Stop at the first batch whose loss is NaN or infinite; no epochs are wasted."""
+    """Stop at the first batch after which the loss or any trainable weight is NaN or
+    infinite; no epochs are wasted.
+
+    Checking the loss alone is not enough: the focal loss clips the softmax output, so a
+    model whose weights have all become NaN (learning rate 10 or 1e4, say) still reports
+    a finite loss of about 1.2 and would train on, uselessly, to the end."""
 
     def __init__(self):
         super().__init__()
         self.reason = ""
+        self._weights_finite = None
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+        weights = [getattr(w, "value", w) for w in self.model.trainable_weights]
+        # One compiled reduction over all weights: well under a millisecond a batch.
+        self._weights_finite = tf.function(
+            lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in weights]))
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self.reason = f"loss became {float(loss)} at batch {batch + 1}"
+        elif self._weights_finite is not None and not bool(self._weights_finite()):
+            self.reason = f"weights became NaN or infinite at batch {batch + 1} (loss {float(loss or 0):.4g})"
+        if self.reason:
             self.model.stop_training = True
 
 
 class EpochReporter(keras.callbacks.Callback):
     """Every epoch of every phase: one intermediate result to NNI and one history row."""
 
-    def __init__(self, reporter, objective: str, phase: str, history: "History"):
+    def __init__(self, reporter, objective: str, phase: str, history: "History", guard=None):
         super().__init__()
         self.reporter, self.objective, self.phase, self.history = reporter, objective, phase, history
+        self.guard = guard
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: float(v) for k, v in (logs or {}).items()}
-        if not all(math.isfinite(v) for v in logs.values()):
-            return  # the divergence guard ends the phase; don't send NaN to the tuner
+        if (self.guard and self.guard.reason) or not all(math.isfinite(v) for v in logs.values()):
+            return  # the divergence guard ends the phase; don't send NaN or a dead model's scores to the tuner
         self.history.add(self.phase, logs)
         acc, iou = logs.get("val_accuracy", 0.0), logs.get("val_mean_iou", 0.0)
         self.reporter.intermediate({"default": iou if self.objective == "iou" else acc,

@@ -158,14 +158,32 @@ def test_kd_with_schedule_init_needs_a_teacher(capsys):
     assert "kd needs a teacher" in capsys.readouterr().err
 
 
+def test_kd_parameters_come_from_flags_and_the_search_space():
+    from segmodel.params import parse_flags, resolve
+    p = resolve(parse_flags(["--kd", "true", "--kd_temperature", "2"]),
+                {"kd": 1, "kd_temperature": 8, "kd_alpha": 0.25})  # as NNI sends a choice / uniform
+    assert (p.kd, p.kd_temperature, p.kd_alpha) == (True, 8.0, 0.25)
+    with pytest.raises(ParamError, match="kd_temperature must be > 0"):
+        resolve({"kd_temperature": "0"})
+
+
 @pytest.fixture(scope="module")
-def kd_trial(tmp_path_factory):
+def tiny_data(tmp_path_factory):
+    """Four small synthetic scenes: 18 training and 6 validation patches of 32 px."""
+    from segmodel.data.synthetic import SynthSpec, write_dataset
+    root = tmp_path_factory.mktemp("kd_data")
+    write_dataset(root, SynthSpec(tiles=2, images_per_tile=2, min_size=80, max_size=100, seed=0))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def kd_trial(tmp_path_factory, tiny_data):
     """trial.py --kd true on tiny settings: dense 1 epoch, oneshot prune, 1 distilled epoch."""
     from segmodel.cli_trial import main
     before = keras.mixed_precision.global_policy().name
     out = tmp_path_factory.mktemp("kd_trial")
     code = main(["--kd", "true", "--kd_temperature", "3", "--kd_alpha", "0.5", "--patch_size", "32",
-                 "--epochs", "1", "--finetune_epochs", "1", "--output_dir", str(out)])
+                 "--data_dir", tiny_data, "--epochs", "1", "--finetune_epochs", "1", "--output_dir", str(out)])
     keras.mixed_precision.set_global_policy(before)
     assert code == 0
     return out
@@ -182,11 +200,11 @@ def test_trial_kd_reports_distillation(kd_trial):
 
 
 @pytest.mark.slow
-def test_trial_kd_from_a_saved_teacher_with_schedule_init(kd_trial, tmp_path):
+def test_trial_kd_from_a_saved_teacher_with_schedule_init(kd_trial, tiny_data, tmp_path):
     from segmodel.cli_trial import main
     before = keras.mixed_precision.global_policy().name
     code = main(["--kd", "true", "--schedule", "init", "--teacher", str(kd_trial / "model.keras"),
-                 "--patch_size", "32", "--epochs", "1", "--finetune_epochs", "0", "--output_dir", str(tmp_path)])
+                 "--patch_size", "32", "--data_dir", tiny_data, "--epochs", "1", "--finetune_epochs", "0", "--output_dir", str(tmp_path)])
     keras.mixed_precision.set_global_policy(before)
     assert code == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -3,7 +3,7 @@
 Files are decoded by the same Pillow code that validated them (inside
 `tf.numpy_function`), one source image at a time, so memory holds a few images and a
 bounded shuffle buffer, never the dataset. A split small enough (decoded size under
-SEGMODEL_DATA_CACHE_MB, default 64) is cached in memory after the first epoch, where
+SEGMODEL_DATA_CACHE_MB, default 32) is cached in memory after the first epoch, where
 re-decoding would be the only work; anything larger streams from disk every epoch.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from .palette import Palette
 from .readers import Source, read_image, read_mask
 
-SHUFFLE_BUFFER_MB = 64
+SHUFFLE_BUFFER_MB = 16
 
 
 def grid(length: int, patch: int, stride: int) -> int:
@@ -48,7 +48,7 @@ def source_patches(source: Source, palette: Palette, patch: int, stride: int):
 
 
 def cache_budget_bytes() -> int:
-    return int(float(os.environ.get("SEGMODEL_DATA_CACHE_MB", "64")) * 2**20)
+    return int(float(os.environ.get("SEGMODEL_DATA_CACHE_MB", "32")) * 2**20)
 
 
 def build(sources: list[Source], palette: Palette, *, patch: int, stride: int, batch_size: int,

@@ -1,0 +1,85 @@
+"""Experiment throughput (trials/hour) at several trial concurrencies, with real NNI.
+
+    python benchmarks/trials_per_hour.py --concurrency 1 2 --trials 4
+
+For each concurrency: a real `nnictl` experiment of config.yml's trial command
+(unchanged: the default experiment's settings), `--trials` trials, no assessor, no
+SEGMODEL_TRIAL_CONCURRENCY in the environment, so each trial finds the concurrency
+itself (NNI REST API; segmodel/runtime.py) and sizes its thread pools to
+cores // concurrency. Throughput = trials / (last trial end - first trial start).
+Each trial's stderr line "segmodel: N intra-op thread(s) (...)" is collected to show
+what it chose. Prints a JSON line per concurrency and a summary.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from nni_helpers import NNIExperiment, base_config  # noqa: E402
+
+THREADS_LINE = re.compile(r"segmodel: (\d+) intra-op thread\(s\) \(([^)]*)\)")
+
+
+def measure(concurrency: int, trials: int, trial_command: str, timeout: float) -> dict:
+    config = base_config(trialCommand=trial_command, trialConcurrency=concurrency, maxTrialNumber=trials,
+                         maxExperimentDuration="2h", maxTrialDuration="30m")
+    env = {k: v for k, v in os.environ.items() if k != "SEGMODEL_TRIAL_CONCURRENCY"}
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix=f"tph-c{concurrency}-") as tmp:
+        exp = NNIExperiment(config, Path(tmp))
+        exp.env = env | {"PATH": exp.env["PATH"]}
+        with exp:
+            jobs = exp.wait_done(timeout=timeout, n_trials=trials)
+            threads = []
+            for job in jobs:
+                hit = THREADS_LINE.search(exp.trial_log(job["trialJobId"]))
+                threads.append(f"{hit.group(1)} ({hit.group(2)})" if hit else "?")
+    starts = [j["startTime"] / 1e3 for j in jobs if j.get("startTime")]
+    ends = [j["endTime"] / 1e3 for j in jobs if j.get("endTime")]
+    span = max(ends) - min(starts)
+    durations = sorted(round((j["endTime"] - j["startTime"]) / 1e3, 1) for j in jobs if j.get("endTime"))
+    return {"concurrency": concurrency, "trials": len(jobs),
+            "succeeded": sum(j["status"] == "SUCCEEDED" for j in jobs),
+            "span_s": round(span, 1), "trials_per_hour": round(len(jobs) / span * 3600, 1),
+            "trial_durations_s": durations, "threads_chosen": sorted(set(threads)),
+            "load_avg_before": round(load_before, 2), "load_avg_after": round(os.getloadavg()[0], 2)}
+
+
+def main() -> None:
+    import yaml
+
+    default_command = yaml.safe_load((ROOT / "config.yml").read_text())["trialCommand"]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--trials", type=int, default=4, help="trials per experiment")
+    parser.add_argument("--trial_args", default=default_command.split("trial.py", 1)[1].strip(),
+                        help="trial.py flags (default: config.yml's)")
+    parser.add_argument("--timeout", type=float, default=3600)
+    args = parser.parse_args()
+    command = f"{sys.executable} trial.py {args.trial_args}"
+    results = []
+    for c in args.concurrency:
+        print(f"[tph] concurrency {c}: {args.trials} trials of `{command}`", file=sys.stderr, flush=True)
+        t = time.time()
+        results.append(measure(c, args.trials, command, args.timeout))
+        print(json.dumps(results[-1]), flush=True)
+        print(f"[tph] done in {time.time() - t:.0f} s", file=sys.stderr, flush=True)
+    best = max(results, key=lambda r: r["trials_per_hour"])
+    base = results[0]["trials_per_hour"]
+    print(json.dumps({"summary": {f"c{r['concurrency']}": r["trials_per_hour"] for r in results},
+                      "ratio_to_first": {f"c{r['concurrency']}": round(r["trials_per_hour"] / base, 2)
+                                         for r in results},
+                      "best_concurrency": best["concurrency"]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

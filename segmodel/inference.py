@@ -1,0 +1,127 @@
+"""Run any exported model file the same way: `.keras`, a SavedModel folder, or
+`.tflite` (float or full-integer). Export measures with these runners and predict
+uses them, so both see exactly what a deployment would.
+
+Every runner takes float32 NHWC images in [0, 1] and returns class probabilities.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SegmodelError
+
+
+class ModelFileError(SegmodelError):
+    """A model file is missing, of an unknown kind, or unreadable."""
+
+
+def load_runner(path, threads: int | None = None):
+    """The runner for a model file; ModelFileError (one line) if it can't be used."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"no such model file: {path}")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ModelFileError(f"{path}: a folder, but not a SavedModel (no saved_model.pb)")
+        return SavedModelRunner(path)
+    if path.suffix == ".keras":
+        return KerasRunner(path)
+    if path.suffix == ".tflite":
+        return TFLiteRunner(path, threads)
+    raise ModelFileError(f"{path}: unknown model format (expected .keras, .tflite or a SavedModel folder)")
+
+
+class Runner:
+    patch_size: int | None = None   # the square input side the model was built for (None = any)
+    n_classes: int = 0
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Class index per pixel."""
+        return self.probabilities(x).argmax(-1)
+
+
+class KerasRunner(Runner):
+    def __init__(self, path: Path):
+        import keras
+        try:
+            self.model = keras.models.load_model(path, compile=False)
+        except Exception as e:  # noqa: BLE001 - zip/h5/config errors: one line is enough
+            raise ModelFileError(f"{path}: cannot load Keras model ({str(e).splitlines()[0][:200]})") from None
+        shape = self.model.input_shape
+        self.patch_size = shape[1] if shape[1] == shape[2] else None
+        self.n_classes = int(self.model.output_shape[-1])
+
+    def probabilities(self, x):
+        return np.asarray(self.model(np.asarray(x, np.float32), training=False), np.float32)
+
+
+class SavedModelRunner(Runner):
+    def __init__(self, path: Path):
+        import tensorflow as tf
+        self._tf = tf
+        self.loaded = tf.saved_model.load(str(path))  # keep a reference: `serve` needs its variables
+        fn = self.loaded.signatures.get("serving_default") if hasattr(self.loaded, "signatures") else None
+        spec = fn.structured_input_signature[1] if fn is not None else {}
+        shape = next(iter(spec.values())).shape if spec else None
+        self.patch_size = int(shape[1]) if shape is not None and shape[1] and shape[1] == shape[2] else None
+        out = fn.structured_outputs if fn is not None else {}
+        self.n_classes = int(next(iter(out.values())).shape[-1]) if out else 0
+
+    def probabilities(self, x):
+        return np.asarray(self.loaded.serve(self._tf.constant(np.asarray(x, np.float32))), np.float32)
+
+
+class TFLiteRunner(Runner):
+    """The TFLite interpreter, quantizing the input and dequantizing the output
+    when the file has integer I/O (scale and zero point read from the file)."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        import tensorflow as tf
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+            try:
+                self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads or _cores())
+            except ValueError as e:
+                raise ModelFileError(f"{path}: not a TFLite model ({str(e).splitlines()[0][:200]})") from None
+        self._details()
+        self.patch_size = int(self.input["shape"][1])
+        self.n_classes = int(self.output["shape"][-1])
+        self._batch = int(self.input["shape"][0])
+        self.interpreter.allocate_tensors()
+
+    def _details(self):
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    def probabilities(self, x):
+        x = np.asarray(x, np.float32)
+        if self._batch != len(x):
+            self.interpreter.resize_tensor_input(self.input["index"], list(x.shape))
+            self.interpreter.allocate_tensors()
+            self._details()
+            self._batch = len(x)
+        if self.input["dtype"] in (np.int8, np.uint8):
+            scale, zero = self.input["quantization"]
+            info = np.iinfo(self.input["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self.input["dtype"])
+        self.interpreter.set_tensor(self.input["index"], x)
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self.output["index"])
+        if self.output["dtype"] in (np.int8, np.uint8):
+            scale, zero = self.output["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return np.asarray(y, np.float32)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

@@ -1,0 +1,132 @@
+"""`segmodel bench --quick` runs every section (numbers not checked: it is not a timed
+test), and runtime's precision / thread rules on faked machines."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from segmodel import runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- precision auto ------------------------------------------------------------------------
+
+def _cpuinfo(tmp_path, flags: str) -> str:
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nmodel name\t: Fake CPU\nflags\t\t: fpu sse2 avx2 {flags}\n\n"
+                    f"processor\t: 1\nflags\t\t: fpu sse2 avx2 {flags}\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("avx512f avx512_bf16", True),      # Cooper Lake, Zen 4
+    ("avx512f amx_bf16 amx_tile", True),  # Sapphire Rapids
+    ("avx512f avx512_vnni", False),     # Cascade Lake: no bf16
+    ("", False),
+])
+def test_cpu_bf16_is_read_from_the_flags(tmp_path, flags, expected):
+    assert runtime.cpu_supports_bf16(_cpuinfo(tmp_path, flags)) is expected
+
+
+def test_cpu_bf16_needs_a_whole_flag_and_a_readable_file(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text("flags\t: avx512_bf16x\nmodel name\t: mentions avx512_bf16 but not as a flag\n")
+    assert runtime.cpu_supports_bf16(str(path)) is False
+    assert runtime.cpu_supports_bf16(str(tmp_path / "missing")) is False
+
+
+def test_pick_precision_rule():
+    assert runtime.pick_precision(None, cpu_bf16=True) == "mixed_bfloat16"
+    assert runtime.pick_precision(None, cpu_bf16=False) == "float32"
+    assert runtime.pick_precision((8, 0), cpu_bf16=False) == "mixed_float16"  # a GPU decides, not the CPU
+    assert runtime.pick_precision((6, 1), cpu_bf16=True) == "float32"         # no tensor cores
+
+
+# ---- threads from the experiment's concurrency -----------------------------------------------
+
+class _FakeManager(BaseHTTPRequestHandler):
+    profile: dict = {}
+    prefix = ""
+
+    def do_GET(self):
+        if self.path == f"{self.prefix}/api/v1/nni/experiment":
+            body, code = json.dumps(self.profile).encode(), 200
+        else:
+            body, code = b'{"error": "not found"}', 404
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def nni_manager(monkeypatch):
+    """A fake NNI manager REST API, and a trial environment pointing at it."""
+    server = HTTPServer(("127.0.0.1", 0), _FakeManager)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.delenv(runtime.CONCURRENCY_ENV, raising=False)
+
+    def serve(profile: dict, prefix: str = ""):
+        _FakeManager.profile, _FakeManager.prefix = profile, prefix
+        monkeypatch.setenv("NNI_TRIAL_COMMAND_CHANNEL",
+                           f"ws://localhost:{server.server_port}{prefix}/platform/local-env/trial-abc")
+    yield serve
+    server.shutdown()
+
+
+def test_concurrency_comes_from_the_nni_experiment(nni_manager, monkeypatch):
+    nni_manager({"id": "x", "params": {"trialConcurrency": 2, "trainingService": {"platform": "local"}}})
+    assert runtime.trial_concurrency() == (2, "NNI experiment")
+    monkeypatch.setattr(runtime, "available_cores", lambda: 8)
+    assert runtime.default_threads() == 4
+
+
+def test_concurrency_behind_a_url_prefix_and_over_remote_machines(nni_manager):
+    nni_manager({"params": {"trialConcurrency": 6, "trainingService": {
+        "platform": "remote", "machineList": [{"host": "a"}, {"host": "b"}]}}}, prefix="/nni-prefix")
+    assert runtime.trial_concurrency() == (3, "NNI experiment")  # 6 trials over 2 machines
+
+
+def test_env_variable_wins_and_unreachable_manager_means_one(nni_manager, monkeypatch):
+    nni_manager({"params": {"trialConcurrency": 4}})
+    monkeypatch.setenv(runtime.CONCURRENCY_ENV, "2")
+    assert runtime.trial_concurrency() == (2, runtime.CONCURRENCY_ENV)
+    monkeypatch.delenv(runtime.CONCURRENCY_ENV)
+    monkeypatch.setenv("NNI_TRIAL_COMMAND_CHANNEL", "ws://127.0.0.1:9/platform/x")  # nothing listens
+    assert runtime.trial_concurrency() == (1, "default")
+    monkeypatch.setattr(runtime, "available_cores", lambda: 2)
+    assert runtime.default_threads(concurrency=4) == 1  # never 0
+
+
+# ---- the bench itself -------------------------------------------------------------------------
+
+def test_bench_quick_prints_every_figure(tmp_path):
+    """One real run, tiny sizes: every section present, every figure a finite number."""
+    out = subprocess.run([sys.executable, "-m", "segmodel", "bench", "--quick", "--json"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    r = json.loads(out.stdout)  # stdout is exactly one JSON document
+    assert set(r) >= {"fixed_cost", "data", "training", "flops", "seed_vs_ours", "inference", "memory",
+                      "precision_auto", "targets"}
+    assert set(r["fixed_cost"]["stages_s"]) >= {"import tensorflow + keras", "data: scan, split, first batch",
+                                                "model build + compile", "first training step (tracing + 1 step)"}
+    for kind in ("dense", "pruned"):
+        for precision in ("float32", "mixed_bfloat16"):
+            assert r["training"][f"{kind} {precision}"]["img_s"] > 0
+    assert set(r["inference"]["img_s"]) == {"dense", "pruned", "tflite pruned"}
+    assert r["inference"]["tflite_pixel_agreement"] > 0.9  # the export computes the same model
+    assert r["seed_vs_ours"]["speed-up"] > 0 and r["data"]["headroom_x"] > 0
+    assert 0 < r["flops"]["achieved"]["dense float32"]["fraction_of_peak"]
+    assert r["memory"]["peak_rss_mb"] > 100
+    assert {t["target"] for t in r["targets"]} >= {"trial fixed cost, process start to first step (s)"}
+    assert "Targets (issue #7)" in out.stderr  # the table, beside the JSON

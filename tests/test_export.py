@@ -1,0 +1,108 @@
+"""Per-trial artifacts and `export` on a tiny real trial folder (run_trial, patch 32)."""
+import gzip
+import math
+
+import numpy as np
+import pytest
+
+from artifact_helpers import read_json, tiny_export, tiny_trial
+from segmodel.__main__ import main
+
+
+@pytest.fixture(scope="session")
+def base(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "segmodel-artifacts"
+
+
+@pytest.fixture(scope="session")
+def trial(base):
+    base.mkdir(exist_ok=True)
+    return tiny_trial(base)
+
+
+@pytest.fixture(scope="session")
+def exported(base, trial):
+    return tiny_export(base)
+
+
+def test_trial_writes_plots_history_and_tensorboard(trial):
+    for name in ("metrics.json", "params.json", "history.csv", "model.keras",
+                 "iou_vs_epoch.png", "loss_vs_epoch.png", "pr_curves.png", "predictions.png"):
+        path = trial / name
+        assert path.is_file() and path.stat().st_size > 0, name
+    assert (trial / "iou_vs_epoch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = (trial / "history.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,phase,") and "val_mean_iou" in lines[0] and "val_loss" in lines[0]
+    assert [ln.split(",")[1] for ln in lines[1:]] == ["dense", "finetune"]
+    for run in ("train", "validation"):
+        assert list((trial / "tensorboard" / run).glob("events.out.tfevents.*")), run
+
+
+def test_precision_recall_matches_sklearn():
+    from sklearn.metrics import average_precision_score
+
+    from segmodel.artifacts import precision_recall
+    rng = np.random.default_rng(0)
+    y = rng.random(2000) < 0.3
+    score = np.round(np.clip(y * 0.3 + rng.random(2000) * 0.7, 0, 1), 2)  # ties on purpose
+    precision, recall, ap = precision_recall(y, score)
+    assert ap == pytest.approx(average_precision_score(y, score), abs=1e-9)
+    assert recall[-1] == pytest.approx(1.0) and np.all(np.diff(recall) >= 0)
+
+
+def test_tensorboard_dir_links_where_nni_button_looks(tmp_path, monkeypatch):
+    from segmodel import nni_bridge
+    out = tmp_path / "exp42" / "environments" / "local-env" / "trials" / "AbCdE"
+    out.mkdir(parents=True)
+    monkeypatch.setenv("NNI_PLATFORM", "local")
+    monkeypatch.setenv("NNI_OUTPUT_DIR", str(out))
+    monkeypatch.setenv("NNI_TRIAL_JOB_ID", "AbCdE")
+    monkeypatch.setenv("NNI_EXP_ID", "exp42")
+    logs = nni_bridge.tensorboard_dir(out)
+    button = tmp_path / "exp42" / "trials" / "AbCdE" / "output" / "tensorboard"
+    assert button.resolve() == (out / "tensorboard").resolve() == type(button)(logs)
+
+
+def test_export_writes_every_format_measured_by_running_it(trial, exported):
+    result = read_json(exported / "export.json")
+    formats = {e["format"]: e for e in result["formats"]}
+    assert list(formats) == ["keras", "saved_model", "tflite_float32", "tflite_float16", "tflite_int8"]
+    for e in formats.values():
+        path = exported / e["file"]
+        assert path.exists(), e
+        assert 0 < e["gzip_bytes"] < e["bytes"] or e["format"] == "saved_model"
+        assert 0 <= e["val_iou"] <= 1 and 0 <= e["val_accuracy"] <= 1
+    data = (exported / "model_int8.tflite").read_bytes()
+    assert formats["tflite_int8"]["bytes"] == len(data)
+    assert formats["tflite_int8"]["gzip_bytes"] == len(gzip.compress(data, compresslevel=6))
+    assert formats["tflite_int8"]["bytes"] < formats["tflite_float16"]["bytes"] < formats["tflite_float32"]["bytes"]
+    # The Keras file reproduces the trial's own evaluation; float TFLite matches it.
+    trial_iou = read_json(trial / "metrics.json")["iou"]
+    assert formats["keras"]["val_iou"] == pytest.approx(trial_iou, abs=1e-6)
+    assert formats["tflite_float32"]["val_iou"] == pytest.approx(trial_iou, abs=1e-3)
+    assert formats["keras"]["iou_delta_points"] == 0
+    assert result["class_names"] and result["palette"] and result["patch_size"] == 32
+
+
+def test_int8_model_is_full_integer_and_runs_in_tflite_interpreter(exported):
+    import tensorflow as tf
+    interpreter = tf.lite.Interpreter(model_path=str(exported / "model_int8.tflite"))
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    assert math.isclose(inp["quantization"][0], 1 / 255, rel_tol=0.05)
+
+
+def test_export_errors_are_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no NNI experiment") and "\n" not in err
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "not an NNI experiment folder" in capsys.readouterr().err
+
+
+def test_help_for_every_command(capsys):
+    for command in ("report", "export", "predict"):
+        with pytest.raises(SystemExit) as e:
+            main([command, "--help"])
+        assert e.value.code == 0
+        assert command in capsys.readouterr().out
