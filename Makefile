@@ -1,8 +1,10 @@
 # The two commands: `make experiment` (set up + start NNI) and `make test` (set up + run tests).
+# `make experiment CONFIG=configs/remote.yml` starts another of the configs.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
+CONFIG ?= config.yml
 
 .PHONY: setup experiment stop test bench clean
 
@@ -18,7 +20,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 
 experiment: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nnictl create --config config.yml --port $(PORT)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nnictl create --config $(CONFIG) --port $(PORT)
 	@echo "Web UI: http://127.0.0.1:$(PORT)   (stop with: make stop)"
 
 stop:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import DataError
 from .palette import Palette, load_palette
-from .pipeline import build, n_patches
+from .pipeline import build, fits_cache, n_patches
 from .readers import Source, find_pairs, scan
 
 DEFAULT_TOLERANCE = 0.001
@@ -33,6 +33,7 @@ class Splits:
     data_dir: str = ""     # where the images came from
     train_images: tuple = field(default_factory=tuple)  # source image paths in each split
     val_images: tuple = field(default_factory=tuple)
+    cached: bool = False   # decoded patches kept in memory after the first epoch (small datasets)
 
     @property
     def n_classes(self) -> int:
@@ -79,9 +80,11 @@ def load(params) -> Splits:
     p = params.patch_size
     stride = params.patch_stride or p
     train_src, val_src = split_sources(sources, params.val_fraction, params.seed, p, stride)
-    common = dict(patch=p, batch_size=params.batch_size, n_classes=palette.n_classes, seed=params.seed)
-    train, n_train, _ = build(train_src, palette, stride=stride, training=True, augment=params.augment, **common)
+    total = sum(n_patches(s, p, stride) for s in train_src) + sum(n_patches(s, p, p) for s in val_src)
+    common = dict(patch=p, batch_size=params.batch_size, n_classes=palette.n_classes, seed=params.seed,
+                  cache=fits_cache(total, p))
+    train, n_train, cached = build(train_src, palette, stride=stride, training=True, augment=params.augment, **common)
     # Validation patches never overlap, so every pixel is scored once.
     val, n_val, _ = build(val_src, palette, stride=p, training=False, **common)
     return Splits(train, val, palette.names, palette.as_hex(), n_train, n_val, p, str(root),
-                  tuple(s.image for s in train_src), tuple(s.image for s in val_src))
+                  tuple(s.image for s in train_src), tuple(s.image for s in val_src), cached)

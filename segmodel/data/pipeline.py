@@ -5,6 +5,8 @@ Files are decoded by the same Pillow code that validated them (inside
 bounded shuffle buffer, never the dataset. A split small enough (decoded size under
 SEGMODEL_DATA_CACHE_MB, default 32) is cached in memory after the first epoch, where
 re-decoding would be the only work; anything larger streams from disk every epoch.
+The decision is made for train and validation together (`fits_cache`), so the cache
+never holds more than the budget.
 """
 from __future__ import annotations
 
@@ -51,14 +53,19 @@ def cache_budget_bytes() -> int:
     return int(float(os.environ.get("SEGMODEL_DATA_CACHE_MB", "32")) * 2**20)
 
 
+def fits_cache(n_patches_total: int, patch: int) -> bool:
+    """Decoded uint8 patches (3 image + 1 class byte per pixel) fit the in-memory cache budget."""
+    return n_patches_total * patch * patch * 4 <= cache_budget_bytes()
+
+
 def build(sources: list[Source], palette: Palette, *, patch: int, stride: int, batch_size: int,
-          n_classes: int, seed: int, training: bool, augment: bool = False):
+          n_classes: int, seed: int, training: bool, augment: bool = False, cache: bool | None = None):
     """Batched (image float32 [0, 1] (p, p, 3), one-hot mask float32 (p, p, C)) pipeline."""
     import tensorflow as tf
 
     total = sum(n_patches(s, patch, stride) for s in sources)
     patch_bytes = patch * patch * 4
-    cached = total * patch_bytes <= cache_budget_bytes()
+    cached = fits_cache(total, patch) if cache is None else cache
 
     def load(i):
         return source_patches(sources[int(i)], palette, patch, stride)
