@@ -1,19 +1,20 @@
 """Does distillation help the pruned student? Fine-tuning with and without KD, side by side.
 
-    python benchmarks/kd_table.py --seeds 0 1 2 --sparsities 0.8 0.9 \\
+    python benchmarks/kd_table.py --seeds 0 1 2 --sparsities 0.8 0.9 [--kd_configs 4:1 1:1] \\
         --patch_size 64 --epochs 3 --finetune_epochs 2
 
 For each seed the dense U-Net is trained once (`--epochs`, as trial.py's oneshot schedule
-does); then for each sparsity and for kd off / on, a copy of those dense weights is
-pruned one-shot and fine-tuned `--finetune_epochs` with the same data order, and scored
+does); then for each sparsity, without KD and with each `--kd_configs` T:alpha, a copy of
+those dense weights is pruned one-shot and fine-tuned `--finetune_epochs` with the same
+data order and seed, and scored
 on the validation set exactly as a trial scores it (val mean IoU from one confusion
 matrix, after the masks are folded in). The teacher is the dense model. Each cell equals
 
-    python trial.py --schedule oneshot --sparsity S --kd {false,true} --seed N \\
-        --patch_size 64 --epochs 3 --finetune_epochs 2
+    python trial.py --schedule oneshot --sparsity S --seed N --patch_size 64 --epochs 3 \\
+        --finetune_epochs 2 --kd {false | true --kd_temperature T --kd_alpha A}
 
-except that the dense phase is shared by the four cells of a seed: the comparison is
-paired and the grid costs one dense phase per seed instead of four.
+except that the dense phase is shared by all cells of a seed: the comparison is paired
+and the grid costs one dense phase per seed instead of one per cell.
 Other trial flags (--kd_temperature, --kd_alpha, --learning_rate, --data_dir, ...) pass through.
 Prints a Markdown table and writes rows.json + table.md under --out.
 """
@@ -35,13 +36,14 @@ class QuietReporter:
         pass
 
 
-def run_seed(seed: int, sparsities, base_flags: dict) -> list[dict]:
+def run_seed(seed: int, sparsities, kd_configs, base_flags: dict) -> list[dict]:
     import keras
 
     from segmodel import data as datasets
     from segmodel import runtime
     from segmodel.model import multi_unet_model
     from segmodel.params import resolve
+    from segmodel.metrics import confusion_matrix, scores_from_confusion
     from segmodel.pruning import Pruner, sparsity_stats
     from segmodel.train import History, _fit, _teacher, evaluate
 
@@ -60,25 +62,31 @@ def run_seed(seed: int, sparsities, base_flags: dict) -> list[dict]:
 
     rows = []
     for sparsity in sparsities:
-        for kd in (False, True):
-            cell = resolve({**base_flags, "seed": seed, "schedule": "oneshot", "sparsity": sparsity, "kd": kd})
-            keras.utils.set_random_seed(seed)  # same dropout draws and data order for kd off and on
+        pruned_iou = None  # before fine-tuning: the same for every variant
+        for kd in [None, *kd_configs]:
+            kd_flags = {"kd": False} if kd is None else {"kd": True, "kd_temperature": kd[0], "kd_alpha": kd[1]}
+            cell = resolve({**base_flags, "seed": seed, "schedule": "oneshot", "sparsity": sparsity, **kd_flags})
+            keras.utils.set_random_seed(seed)  # same dropout draws and data order for every variant
             splits = datasets.load(cell)
             student = build()
             student.set_weights(dense_weights)
             pruner = Pruner(student, cell.config_list)
             pruner.prune()
+            if pruned_iou is None:
+                pruned_iou = scores_from_confusion(confusion_matrix(student, splits.val, splits.n_classes),
+                                                   splits.class_names)["iou"]
             started = time.time()
             _fit(student, cell, splits, cell.finetune_epochs, "finetune", History(), QuietReporter(),
-                 teacher=teacher if kd else None)
+                 teacher=teacher if cell.kd else None)
             pruner.strip()
             scores = evaluate(student, splits, cell)
             rows.append({
-                "seed": seed, "sparsity": sparsity, "kd": int(kd),
-                "val_iou": scores["iou"], "val_accuracy": scores["accuracy"],
+                "seed": seed, "sparsity": sparsity, "kd": int(cell.kd), "variant": _variant(cell),
+                "val_iou": scores["iou"], "val_accuracy": scores["accuracy"], "pruned_val_iou": pruned_iou,
                 "measured_sparsity": sparsity_stats(student, pruner.targets)["sparsity"],
                 "dense_val_iou": dense_scores["iou"], "dense_val_accuracy": dense_scores["accuracy"],
                 "finetune_s": round(time.time() - started, 1), "dense_s": round(dense_s, 1),
+                "data_version": _data_version(splits.data_dir),
                 "precision": precision, "data_dir": splits.data_dir,
                 "n_train": splits.n_train, "n_val": splits.n_val,
                 **{k: getattr(cell, k) for k in ("patch_size", "batch_size", "epochs", "finetune_epochs",
@@ -86,6 +94,15 @@ def run_seed(seed: int, sparsities, base_flags: dict) -> list[dict]:
             })
             print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def _variant(cell) -> str:
+    return f"KD T={cell.kd_temperature:g} α={cell.kd_alpha:g}" if cell.kd else "no KD"
+
+
+def _data_version(data_dir: str) -> str:
+    """The built-in set's cache folder names its version and spec; a user folder is its path."""
+    return Path(data_dir).name if data_dir else ""
 
 
 def _mean_sd(values) -> str:
@@ -96,21 +113,37 @@ def _mean_sd(values) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """One line per sparsity: mean ± sample sd over seeds, and the paired kd - no-kd difference."""
-    lines = ["| sparsity | seeds | dense teacher IoU | fine-tuned, no KD | fine-tuned, KD | KD − no KD (paired) | KD better in |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+    """One line per (sparsity, variant): val mean IoU mean ± sample sd over seeds; for KD
+    variants also the paired difference to no KD (same seed, same dense weights)."""
+    lines = ["| sparsity | fine-tuning | seeds | val mean IoU | Δ vs no KD (paired) | KD better in |",
+             "|---:|---|---:|---:|---:|---:|"]
     for s in sorted({r["sparsity"] for r in rows}):
-        by = {(r["seed"], r["kd"]): r for r in rows if r["sparsity"] == s}
-        seeds = sorted({seed for seed, _ in by if (seed, 0) in by and (seed, 1) in by})
-        off = [by[(x, 0)]["val_iou"] for x in seeds]
-        on = [by[(x, 1)]["val_iou"] for x in seeds]
-        dense = [by[(x, 0)]["dense_val_iou"] for x in seeds]
-        diff = [b - a for a, b in zip(off, on)]
-        wins = sum(d > 0 for d in diff)
-        lines.append(f"| {s:.0%} | {len(seeds)} | {_mean_sd(dense)} | {_mean_sd(off)} | {_mean_sd(on)} | "
-                     f"{diff and f'{statistics.mean(diff):+.3f} ± {(statistics.stdev(diff) if len(diff) > 1 else 0):.3f}'} "
-                     f"| {wins}/{len(seeds)} |")
+        cells = [r for r in rows if r["sparsity"] == s]
+        base = {r["seed"]: r["val_iou"] for r in cells if not r["kd"]}
+        seeds = sorted(base)
+        lines.append(f"| {s:.0%} | dense teacher (before pruning) | {len(seeds)} | "
+                     f"{_mean_sd([r['dense_val_iou'] for r in cells if not r['kd']])} | | |")
+        lines.append(f"| {s:.0%} | pruned, not fine-tuned | {len(seeds)} | "
+                     f"{_mean_sd([r['pruned_val_iou'] for r in cells if not r['kd']])} | | |")
+        for variant in dict.fromkeys(r["variant"] for r in cells):
+            mine = {r["seed"]: r["val_iou"] for r in cells if r["variant"] == variant}
+            line = f"| {s:.0%} | {variant} | {len(mine)} | {_mean_sd(list(mine.values()))} |"
+            paired = [mine[x] - base[x] for x in mine if x in base]
+            if variant == "no KD" or not paired:
+                lines.append(line + " | |")
+                continue
+            sd = statistics.stdev(paired) if len(paired) > 1 else 0.0
+            wins = sum(d > 0 for d in paired)
+            lines.append(line + f" {statistics.mean(paired):+.3f} ± {sd:.3f} | {wins}/{len(paired)} |")
     return "\n".join(lines)
+
+
+def _kd_config(text: str) -> tuple[float, float]:
+    try:
+        t, a = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected T:alpha, e.g. 4:1, got {text!r}") from None
+    return t, a
 
 
 def main(argv=None) -> int:
@@ -118,24 +151,32 @@ def main(argv=None) -> int:
                                      epilog="Unknown --flags are passed to the trial's parameters.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.8, 0.9])
+    parser.add_argument("--kd_configs", type=_kd_config, nargs="+", default=None, metavar="T:ALPHA",
+                        help="distillation settings to compare with no KD (default: the trial's "
+                             "kd_temperature:kd_alpha)")
     parser.add_argument("--out", default="runs/kd_table", help="folder for rows.json and table.md")
     args, rest = parser.parse_known_args(argv)
-    from segmodel.params import parse_flags
+    from segmodel.params import parse_flags, resolve
     base_flags = parse_flags(rest, prog="kd_table.py")
     for fixed in ("seed", "sparsity", "schedule", "kd", "teacher"):
         if fixed in base_flags:
             parser.error(f"--{fixed} is set per cell by this script")
+    defaults = resolve(base_flags)
+    kd_configs = args.kd_configs or [(defaults.kd_temperature, defaults.kd_alpha)]
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
+    started = time.time()
     for seed in args.seeds:
-        rows += run_seed(seed, args.sparsities, base_flags)
+        rows += run_seed(seed, args.sparsities, kd_configs, base_flags)
         (out / "rows.json").write_text(json.dumps(rows, indent=1) + "\n")
     text = table(rows)
     command = "python benchmarks/kd_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    (out / "table.md").write_text(f"{text}\n\n`{command}`\n")
-    print(text)
+    footer = (f"`{command}`\n\ndata: {rows[0]['data_dir']} ({rows[0]['n_train']} train / {rows[0]['n_val']} val "
+              f"patches), precision {rows[0]['precision']}, wall {time.time() - started:.0f} s")
+    (out / "table.md").write_text(f"{text}\n\n{footer}\n")
+    print(text + "\n\n" + footer)
     return 0
 
 

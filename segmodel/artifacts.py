@@ -13,9 +13,6 @@ from pathlib import Path
 import keras
 import numpy as np
 
-PLOTS = ("iou_vs_epoch.png", "loss_vs_epoch.png", "pr_curves.png", "predictions.png")
-
-
 # ---- TensorBoard, live -----------------------------------------------------------
 
 def tensorboard_callbacks(history) -> list:
@@ -153,10 +150,11 @@ def plot_curves(rows, key: str, label: str, path) -> None:
         raise ValueError("no epochs in the history")
     epochs = [int(r["epoch"]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for (ph, a, b), shade in zip(_phase_spans(rows), ("#f2f2f2", "#e0e8f5") * len(rows)):
-        ax.axvspan(a - 0.5, b + 0.5, color=PHASE_COLOURS.get(ph, shade), alpha=0.12, lw=0)
+    for ph, a, b in _phase_spans(rows):
+        colour = PHASE_COLOURS.get(ph, "#8172B3")
+        ax.axvspan(a - 0.5, b + 0.5, color=colour, alpha=0.12, lw=0)
         ax.text((a + b) / 2, 1.01, ph, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=9,
-                color=PHASE_COLOURS.get(ph, "#444444"))
+                color=colour)
         if a > epochs[0]:
             ax.axvline(a - 0.5, color="#888888", ls="--", lw=0.8)
     for k, name, style in ((key, "train", "-o"), (f"val_{key}", "validation", "-s")):
@@ -246,6 +244,6 @@ def plot_prediction_grid(images, truth, pred, class_names, palette: dict, path) 
     handles = [Patch(facecolor=palette.get(n, "#000000"), edgecolor="#333333", label=n) for n in class_names]
     fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), fontsize=9, frameon=False)
     fig.suptitle("validation predictions", fontsize=11)
-    fig.tight_layout(rect=(0, 0.6 / (2.5 * n + 0.7), 1, 1))
+    fig.tight_layout(rect=(0, 0.45 / (2.5 * n + 0.7), 1, 1))
     fig.savefig(path)
     plt.close(fig)

@@ -120,7 +120,7 @@ def export_trial(trial, out: Path, formats=FORMATS, calibration_samples: int = 1
         entries.append({"format": fmt, "file": path.name, "bytes": raw, "gzip_bytes": gz,
                         "val_iou": scores["iou"], "val_accuracy": scores["accuracy"],
                         "class_iou": scores["class_iou"], "seconds_to_write": round(written, 1),
-                        "seconds_to_evaluate": round(scores["seconds"], 1)})
+                        "seconds_to_evaluate": round(scores["seconds"], 1), **io_details(path)})
         print(f"  {fmt}: {raw / 1e6:.2f} MB ({gz / 1e6:.2f} MB gzip), mean IoU {scores['iou']:.4f} "
               f"({time.time() - t:.0f}s)", file=sys.stderr, flush=True)
     if "saved_model" not in formats and saved_dir.exists():
@@ -144,9 +144,10 @@ def export_trial(trial, out: Path, formats=FORMATS, calibration_samples: int = 1
         "patch_size": splits.patch_size,
         "class_names": list(splits.class_names),
         "palette": dict(splits.palette),
-        "input": "float32 RGB in [0, 1], NHWC; tflite_int8: int8 = round(pixel / 255 / scale + zero_point) "
-                 "(scale 1/255, zero_point -128 when calibrated on [0, 1], i.e. pixel - 128)",
-        "output": "per-pixel class probabilities (softmax); tflite_int8: int8, argmax gives the class",
+        "input": "float32 RGB in [0, 1], NHWC; tflite_int8: int8 = round(x / scale + zero_point), "
+                 "with its formats[].input_quantization [scale, zero_point]",
+        "output": "per-pixel class probabilities (softmax); tflite_int8: int8, "
+                  "p = (q - zero_point) * scale, argmax of q gives the class",
         "calibration_samples": calibration_samples if "tflite_int8" in formats else None,
         "validation_patches": splits.n_val,
         "formats": entries,
@@ -220,6 +221,16 @@ def size_of(path: Path) -> tuple[int, int]:
         return raw, len(buf.getvalue())
     data = path.read_bytes()
     return len(data), len(gzip.compress(data, compresslevel=6))
+
+
+def io_details(path: Path) -> dict:
+    """A TFLite file's input/output dtype and [scale, zero_point] (what a deployment must feed)."""
+    if path.suffix != ".tflite":
+        return {}
+    from .inference import TFLiteRunner
+    r = TFLiteRunner(path, threads=1)
+    return {"input_dtype": np.dtype(r.input["dtype"]).name, "input_quantization": list(r.input["quantization"]),
+            "output_dtype": np.dtype(r.output["dtype"]).name, "output_quantization": list(r.output["quantization"])}
 
 
 def evaluate_file(path: Path, splits) -> dict:

@@ -41,7 +41,7 @@ class Params:
     sparsity: float = _p(0.8, "fraction of weights zeroed in every pruned layer (0 = no pruning)")
     schedule: str = _p("oneshot", "when to prune: " + " | ".join(SCHEDULES), choices=SCHEDULES)
     prune_config: str = _p("", "NNI config_list as JSON (overrides --sparsity), or a path to a JSON file")
-    agp_steps: int = _p(0, "AGP: optimizer steps from 0 to the target sparsity (0 = all training steps)")
+    agp_steps: int = _p(0, "AGP: optimizer steps from 0 to the target sparsity (0 = all fine-tuning steps but the last epoch)")
     agp_frequency: int = _p(10, "AGP: recompute masks every N steps")
     kd: bool = _p(False, "fine-tune the pruned student with knowledge distillation from its teacher")
     kd_temperature: float = _p(4.0, "distillation temperature T")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -90,7 +89,7 @@ def class_palette(model_path: Path, palette_file: str | None) -> tuple[list[str]
         if not isinstance(palette, dict) or not palette:
             raise PredictError(f"palette {palette_file}: expected a JSON object {{name: '#RRGGBB'}}")
         return list(palette), palette
-    meta = model_path.parent / "export.json" if model_path.is_file() else model_path.parent / "export.json"
+    meta = model_path.parent / "export.json"  # beside a .keras/.tflite file or a saved_model/ folder
     if meta.is_file():
         try:
             info = json.loads(meta.read_text())

@@ -31,7 +31,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
 
     from . import data as datasets
     from .model import multi_unet_model
-    from .pruning import AGPCallback, Pruner, sparsity_stats
+    from .pruning import AGPCallback, Pruner, model_file_sizes, sparsity_stats
 
     config_list = params.config_list  # fail on a bad config before loading anything
     splits = datasets.load(params)
@@ -91,6 +91,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
                        kd_teacher=params.teacher or "dense")
 
     save_model_atomic(model, out / "model.keras")
+    metrics.update(model_file_sizes(out / "model.keras"))  # the shipped size, raw and gzip
     history.write_csv(out / "history.csv")
     write_json_atomic(out / "params.json", params.to_dict())
     write_json_atomic(out / "metrics.json", metrics)

@@ -1,6 +1,5 @@
 """Per-trial artifacts and `export` on a tiny real trial folder (run_trial, patch 32)."""
 import gzip
-import math
 
 import numpy as np
 import pytest
@@ -89,7 +88,10 @@ def test_int8_model_is_full_integer_and_runs_in_tflite_interpreter(exported):
     interpreter = tf.lite.Interpreter(model_path=str(exported / "model_int8.tflite"))
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
-    assert math.isclose(inp["quantization"][0], 1 / 255, rel_tol=0.05)
+    # Calibrated on images in [0, 1]: about one step per pixel level, zero point at -128.
+    assert 0.5 / 255 < inp["quantization"][0] < 1.5 / 255 and inp["quantization"][1] == -128
+    entry = [e for e in read_json(exported / "export.json")["formats"] if e["format"] == "tflite_int8"][0]
+    assert entry["input_dtype"] == "int8" and entry["input_quantization"] == pytest.approx(list(inp["quantization"]))
 
 
 def test_export_errors_are_one_line(tmp_path, capsys):

@@ -118,8 +118,11 @@ def test_metis_rejects_loguniform_upstream():
         MetisTuner("maximize").update_search_space(SPACE)
 
 
-def test_metis_takes_a_choice_variant_then_fails_like_gp_upstream():
+def test_metis_takes_a_choice_variant_then_fails_like_gp_upstream(monkeypatch):
     from nni.algorithms.hpo.metis_tuner import MetisTuner
+    from nni.algorithms.hpo.metis_tuner.Regression_GP import CreateModel
+    # Metis fits its GP with 250 optimizer restarts (about a minute here); 2 reach the same failure.
+    monkeypatch.setattr(CreateModel.create_model, "__defaults__", (2, False))
     tuner = MetisTuner("maximize", cold_start_num=2, selection_num_starting_points=2, no_resampling=True,
                        no_candidates=True)
     drive(tuner, as_choices(SPACE, n=5), rounds=2)  # the workaround space is accepted

@@ -17,7 +17,7 @@ import numpy as np
 from .palette import Palette
 from .readers import Source, read_image, read_mask
 
-SHUFFLE_BUFFER_MB = 16
+SHUFFLE_BUFFER_MB = float(os.environ.get("SEGMODEL_SHUFFLE_MB", "16"))
 
 
 def grid(length: int, patch: int, stride: int) -> int:
@@ -84,7 +84,7 @@ def build(sources: list[Source], palette: Palette, *, patch: int, stride: int, b
     if cached:
         ds = ds.cache()
     if training:
-        buffer = total if cached else max(1, min(total, SHUFFLE_BUFFER_MB * 2**20 // patch_bytes))
+        buffer = total if cached else max(1, min(total, int(SHUFFLE_BUFFER_MB * 2**20) // patch_bytes))
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if training and augment:
         coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
@@ -96,7 +96,7 @@ def build(sources: list[Source], palette: Palette, *, patch: int, stride: int, b
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     # The patch count is known exactly from the headers: tell Keras, so epochs have a length.
     ds = ds.apply(tf.data.experimental.assert_cardinality(total))
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), total, cached
+    return ds.batch(batch_size).prefetch(2), total, cached
 
 
 def _augment(pair, coin):

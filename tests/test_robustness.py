@@ -1,0 +1,143 @@
+"""A failing trial never takes the experiment down, and says what happened.
+
+- divergence: a learning rate that really diverges stops training at once and reports
+  a final result the tuner can learn from (default 0.0, diverged 1), exit 0;
+- reproducibility: same seed and parameters, same final metrics (op determinism on);
+- a broken search space (a name the trial does not know) fails every trial with one
+  clear line in its stderr while the experiment runs on to its trial limit.
+"""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nni_helpers import NNIExperiment, base_config
+
+ROOT = Path(__file__).resolve().parents[1]
+# Tiny but real: built-in data, 32 px patches with a wide training stride (~90 patches).
+TINY = ["--patch_size", "32", "--patch_stride", "160", "--batch_size", "8", "--val_fraction", "0.1"]
+
+
+def run_trial_py(out_dir, *flags, timeout=300):
+    return subprocess.Popen([sys.executable, "trial.py", *TINY, "--output_dir", str(out_dir), *flags],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc, timeout=300):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def printed_metrics(stdout: str) -> dict:
+    """trial.py prints Keras' epoch lines, then the final metrics as indented JSON."""
+    return json.loads(stdout[stdout.index("\n{\n") if not stdout.startswith("{") else 0:])
+
+
+# ---- divergence ---------------------------------------------------------------------
+
+def _tiny_model():
+    import keras
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")])
+    return model
+
+
+def _clipped_ce(y, p):
+    """Like the seed's focal loss, clips the prediction: NaN weights give a finite loss."""
+    import keras
+    return keras.ops.mean(keras.losses.categorical_crossentropy(y, keras.ops.clip(p, 1e-7, 1 - 1e-7)))
+
+
+@pytest.mark.parametrize("case", ["nan_loss", "nan_weights_finite_loss"])
+def test_divergence_guard_stops_at_the_first_bad_batch(case):
+    import keras
+    from segmodel.train import DivergenceGuard
+
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = np.eye(3, dtype="float32")[np.arange(64) % 3]
+    model = _tiny_model()
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss="categorical_crossentropy" if case == "nan_loss" else _clipped_ce)
+
+    class Poison(keras.callbacks.Callback):  # after batch 3, one weight becomes NaN
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 3:
+                kernel = self.model.layers[0].kernel
+                poisoned = np.array(kernel.numpy())
+                poisoned[0, 0] = np.nan
+                kernel.assign(poisoned)
+
+    guard, seen = DivergenceGuard(), []
+    count = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(float(logs["loss"])))
+    model.fit(x, y, batch_size=4, epochs=3, verbose=0, callbacks=[Poison(), guard, count])
+    assert len(seen) == 4, seen  # batches 1-4 of 16 in epoch 1, then stop
+    assert "at batch 4" in guard.reason
+    if case == "nan_weights_finite_loss":
+        assert math.isfinite(seen[-1]) and "weights became NaN" in guard.reason
+
+
+def test_diverging_learning_rate_reports_diverged_and_exits_0(tmp_path):
+    """lr 1e4 blows the weights up to NaN within two batches while the seed's clipped
+    focal loss stays finite (~1.1): the guard must watch the weights, not only the loss."""
+    code, out, err = finish(run_trial_py(tmp_path, "--learning_rate", "1e4", "--epochs", "3", "--finetune_epochs", "1"))
+    assert code == 0, err[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["diverged"] == 1 and metrics["default"] == 0.0, metrics
+    assert printed_metrics(out) == metrics
+    reason = metrics["diverged_reason"]
+    batch = int(reason.split("at batch ")[1].split()[0])
+    assert batch <= 3, reason  # stopped at once: ~12 batches an epoch, 3 epochs planned
+    # No epoch completed, so no history rows and no intermediate result; no model saved.
+    assert (tmp_path / "history.csv").read_text().strip() == ""
+    assert "intermediate:" not in err
+    assert not (tmp_path / "model.keras").exists()
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+# ---- reproducibility ------------------------------------------------------------------
+
+def test_same_seed_same_metrics_with_op_determinism(tmp_path):
+    flags = ["--seed", "7", "--deterministic", "true", "--epochs", "1", "--finetune_epochs", "1",
+             "--threads", "1", "--augment", "true"]
+    procs = [run_trial_py(tmp_path / name, *flags) for name in ("a", "b")]  # side by side
+    runs = []
+    for proc in procs:
+        code, out, err = finish(proc)
+        assert code == 0, err[-3000:]
+        runs.append(printed_metrics(out))
+    a, b = runs
+    numeric = [k for k, v in a.items() if isinstance(v, float) and k != "duration_s"]
+    assert {"accuracy", "iou", "loss", "dense_accuracy"} <= set(numeric)
+    for key in numeric:
+        assert a[key] == pytest.approx(b[key], abs=1e-3), key
+
+
+# ---- a broken search space in a real experiment ----------------------------------------------
+
+@pytest.mark.slow
+def test_broken_search_space_fails_trials_clearly_and_experiment_runs_on(tmp_path):
+    space = json.loads((ROOT / "search_space.json").read_text())
+    space["weight7"] = space["weight6"]                                  # a typo'd name
+    space["dropout_rate"] = {"_type": "uniform", "_value": [1.0, 1.5]}  # and an impossible range
+    (tmp_path / "broken.json").write_text(json.dumps(space))
+    config = base_config(searchSpaceFile=str(tmp_path / "broken.json"), maxTrialNumber=3, trialConcurrency=2)
+    with NNIExperiment(config, tmp_path) as exp:
+        trials = exp.wait_done(timeout=180, n_trials=3)
+        status = exp.status()
+        assert status != "ERROR"
+        assert len(trials) == 3  # the experiment went on after the first failure
+        for t in trials:
+            tid = t["trialJobId"]
+            assert t["status"] == "FAILED", t
+            stderr = (exp.trial_dir(tid) / "trial.stderr").read_text()  # NNI 3.0 local: the trial's stderr
+            lines = [line for line in stderr.splitlines() if line.strip()]
+            assert len(lines) == 1, exp.trial_log(tid)
+            assert lines[0].startswith("error: unknown parameter weight7 from NNI search space; known: weight1,")
+            assert "Traceback" not in exp.trial_log(tid)
+            assert not (exp.trial_dir(tid) / "metrics.json").exists()
+        # The run is over but not in error: every trial was tried.
+        assert exp.wait_done(timeout=60)
