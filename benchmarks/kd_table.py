@@ -96,6 +96,20 @@ def run_seed(seed: int, sparsities, kd_configs, base_flags: dict) -> list[dict]:
     return rows
 
 
+def _map_seeds(seeds, jobs: int, *args):
+    """run_seed for each seed: in this process, or in `jobs` fresh processes (TensorFlow
+    fixes its thread pools once per process, so every seed gets its own)."""
+    if jobs <= 1:
+        for seed in seeds:
+            yield run_seed(seed, *args)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+        for future in as_completed([pool.submit(run_seed, seed, *args) for seed in seeds]):
+            yield future.result()
+
+
 def _variant(cell) -> str:
     return f"KD T={cell.kd_temperature:g} α={cell.kd_alpha:g}" if cell.kd else "no KD"
 
@@ -154,6 +168,8 @@ def main(argv=None) -> int:
     parser.add_argument("--kd_configs", type=_kd_config, nargs="+", default=None, metavar="T:ALPHA",
                         help="distillation settings to compare with no KD (default: the trial's "
                              "kd_temperature:kd_alpha)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="seeds run in this many processes at once, threads split between them")
     parser.add_argument("--out", default="runs/kd_table", help="folder for rows.json and table.md")
     args, rest = parser.parse_known_args(argv)
     from segmodel.params import parse_flags, resolve
@@ -168,8 +184,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     started = time.time()
-    for seed in args.seeds:
-        rows += run_seed(seed, args.sparsities, kd_configs, base_flags)
+    if args.jobs > 1 and "threads" not in base_flags:
+        from segmodel.runtime import default_threads
+        base_flags["threads"] = str(max(1, default_threads() // args.jobs))
+    for seed_rows in _map_seeds(args.seeds, args.jobs, args.sparsities, kd_configs, base_flags):
+        rows += seed_rows
+        rows.sort(key=lambda r: (r["seed"], r["sparsity"]))
         (out / "rows.json").write_text(json.dumps(rows, indent=1) + "\n")
     text = table(rows)
     command = "python benchmarks/kd_table.py " + " ".join(argv if argv is not None else sys.argv[1:])

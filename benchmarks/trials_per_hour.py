@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from nni_helpers import NNIExperiment, base_config  # noqa: E402
 
-THREADS_LINE = re.compile(r"segmodel: (\d+) intra-op thread\(s\) \(([^)]*)\)")
+THREADS_LINE = re.compile(r"segmodel: (\d+) intra-op thread\(s\) \((.*?)\); precision")
 
 
 def measure(concurrency: int, trials: int, trial_command: str, timeout: float) -> dict:

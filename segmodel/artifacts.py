@@ -73,7 +73,7 @@ class TensorBoardLog(keras.callbacks.Callback):
 # ---- plots after training ------------------------------------------------------------
 
 def write_trial_artifacts(out, model, splits, history, metrics: dict | None = None, n_grid: int = 4,
-                          max_pr_pixels: int = 200_000) -> list[Path]:
+                          max_pr_pixels: int = 200_000, max_patches: int = 256) -> list[Path]:
     """Write the four PNGs into `out`; return the paths written."""
     import matplotlib
     matplotlib.use("Agg")
@@ -84,7 +84,7 @@ def write_trial_artifacts(out, model, splits, history, metrics: dict | None = No
     jobs = [("iou_vs_epoch.png", lambda p: plot_curves(rows, "mean_iou", "mean IoU", p)),
             ("loss_vs_epoch.png", lambda p: plot_curves(rows, "loss", "loss", p))]
     try:
-        images, truth, probs, pr_true, pr_prob = _validation_sample(model, splits, n_grid, max_pr_pixels)
+        images, truth, probs, pr_true, pr_prob = _validation_sample(model, splits, n_grid, max_pr_pixels, max_patches)
         jobs += [("pr_curves.png", lambda p: plot_pr_curves(pr_true, pr_prob, splits.class_names, splits.palette, p)),
                  ("predictions.png", lambda p: plot_prediction_grid(images, truth, probs.argmax(-1),
                                                                     splits.class_names, splits.palette, p))]
@@ -104,15 +104,19 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def _validation_sample(model, splits, n_grid: int, max_pixels: int, seed: int = 0):
-    """One pass over the validation set: the first `n_grid` patches (image, class
-    index truth, probabilities) and a uniform random subsample of at most
-    `max_pixels` pixels (one-hot truth, probabilities) for the PR curves."""
+def _validation_sample(model, splits, n_grid: int, max_pixels: int, max_patches: int, seed: int = 0):
+    """One pass over (at most `max_patches` of) the validation set: the first `n_grid`
+    patches (image, class index truth, probabilities) and a uniform random subsample
+    of about `max_pixels` pixels (one-hot truth, probabilities) for the PR curves."""
     rng = np.random.default_rng(seed)
-    n_pixels = max(1, splits.n_val) * splits.patch_size ** 2
-    keep = min(1.0, max_pixels / n_pixels)
+    n_patches = max(1, min(splits.n_val, max_patches))
+    keep = min(1.0, max_pixels / (n_patches * splits.patch_size ** 2))
     grid_x, grid_y, grid_p, pr_y, pr_p = [], [], [], [], []
+    seen = 0
     for x, y in splits.val:
+        if seen >= max_patches:
+            break
+        seen += len(x)
         p = np.asarray(model(x, training=False), dtype=np.float32)
         x, y = np.asarray(x), np.asarray(y)
         if len(grid_x) < n_grid:

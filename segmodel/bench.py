@@ -103,11 +103,12 @@ def fixed_cost(params) -> tuple[dict, object]:
     stamp("data: scan, split, first batch")
     model = multi_unet_model(params.dropout_rate, splits.n_classes, params.patch_size, params.patch_size, 3)
     trainer = train._compile(model, params, splits.n_classes)
+    runtime.build_before_tracing(trainer, splits.train.element_spec)  # as train._fit does
     stamp("model build + compile")
-    trainer.fit(splits.train.take(1), epochs=1, verbose=0)
+    trainer.fit(splits.train.take(1), epochs=1, verbose=0, shuffle=False)
     stamp("first training step (tracing + 1 step)")
     t = time.perf_counter()
-    trainer.fit(splits.train.take(1), epochs=1, verbose=0)
+    trainer.fit(splits.train.take(1), epochs=1, verbose=0, shuffle=False)
     steady = time.perf_counter() - t
 
     stages, cpu, prev, prev_cpu = {}, {}, created, 0.0
@@ -168,7 +169,7 @@ def _fixed_batches(splits, batch_size: int, n_batches: int):
     return x, y, ds.prefetch(2)
 
 
-def _build(params, n_classes: int, precision: str, pruned: bool):
+def _build(params, n_classes: int, precision: str, pruned: bool, ds_spec):
     import keras
 
     from .model import multi_unet_model
@@ -182,7 +183,8 @@ def _build(params, n_classes: int, precision: str, pruned: bool):
     if pruned:
         pruner = Pruner(model, [{"sparsity": SPARSITY, "op_types": ["default"]}])
         pruner.prune()
-    _compile(model, params, n_classes)
+    from .runtime import build_before_tracing
+    build_before_tracing(_compile(model, params, n_classes), ds_spec)
     return model, pruner
 
 
@@ -208,11 +210,11 @@ def training_throughput(params, splits, ds, sizes) -> tuple[dict, dict]:
         for pruned in (False, True):
             name = f"{'pruned' if pruned else 'dense'} {precision}"
             _log(f"building and tracing {name}")
-            model, pruner = _build(params, splits.n_classes, precision, pruned)
-            model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)  # trace outside the clock
+            model, pruner = _build(params, splits.n_classes, precision, pruned, ds.element_spec)
+            model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)  # trace outside the clock
             models[name] = (model, pruner)
             variants[name] = (precision, lambda n, cb, m=model: m.fit(ds, steps_per_epoch=n, epochs=1,
-                                                                       verbose=0, callbacks=cb))
+                                                                       verbose=0, shuffle=False, callbacks=cb))
     _log(f"timing {len(variants)} variants x {sizes['rounds']} rounds x {sizes['steps']} steps")
     step = _timed_rounds(variants, sizes["rounds"], sizes["steps"])
     bs = sizes["batch_size"]
@@ -317,14 +319,15 @@ def seed_vs_ours(params, splits, x, y, sizes) -> dict:
     seed = nni2_style_pruned(params, splits.n_classes)
     seed.fit(x[:2 * bs], y[:2 * bs], batch_size=bs, epochs=1, verbose=0)  # build + first eager step
     auto = runtime.choose_precision("auto")
-    ours, _ = _build(params, splits.n_classes, auto, pruned=True)
+    ours, _ = _build(params, splits.n_classes, auto, pruned=True, ds_spec=splits.train.element_spec)
     train = splits.train.repeat()
-    ours.fit(train, steps_per_epoch=2, epochs=1, verbose=0)
+    ours.fit(train, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
     n_seed = sizes["baseline_steps"]
     variants = {
         "seed": ("float32", lambda n, cb: seed.fit(x[:bs * min(n, n_seed + 1)], y[:bs * min(n, n_seed + 1)],
                                                    batch_size=bs, epochs=1, verbose=0, callbacks=cb)),
-        "ours": (auto, lambda n, cb: ours.fit(train, steps_per_epoch=n, epochs=1, verbose=0, callbacks=cb)),
+        "ours": (auto, lambda n, cb: ours.fit(train, steps_per_epoch=n, epochs=1, verbose=0, shuffle=False,
+                                              callbacks=cb)),
     }
     _log(f"seed-style vs ours: {max(2, sizes['rounds'] - 1)} rounds")
     step = _timed_rounds(variants, max(2, sizes["rounds"] - 1), sizes["steps"])
@@ -418,6 +421,8 @@ def run(sizes: dict, threads: int = 0, baseline: bool = True, quick: bool = Fals
                     epochs=1, finetune_epochs=0, sparsity=SPARSITY).validate()
     _log("fixed cost of a trial (this process, from its start)")
     fixed, splits = fixed_cost(params)
+    import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")  # "N calls triggered retracing": each new model traces once, by design
     import keras
 
     from . import runtime

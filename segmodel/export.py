@@ -126,7 +126,9 @@ def export_trial(trial, out: Path, formats=FORMATS, calibration_samples: int = 1
     if "saved_model" not in formats and saved_dir.exists():
         shutil.rmtree(saved_dir)
 
-    reference = next((e["val_iou"] for e in entries if e["format"] in ("keras", "saved_model", "tflite_float32")), None)
+    # Quantization loss is measured against the float model (or the trial's own score if none was exported).
+    reference = next((e["val_iou"] for e in entries if e["format"] in ("keras", "saved_model", "tflite_float32")),
+                     trial.metrics.get("iou"))
     warnings = []
     for e in entries:
         e["iou_delta_points"] = None if reference is None else round(100 * (e["val_iou"] - reference), 3)

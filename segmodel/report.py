@@ -23,7 +23,7 @@ FIXED = ("rank", "trial", "seq", "status", "default", "iou", "dense_iou", "accur
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("report", help="leaderboard + Pareto plot of an NNI experiment's trials",
-                              description=__doc__.splitlines()[0].replace("`", ""))
+                              description=" ".join(__doc__.split("\n\n")[0].split()).replace("`", ""))
     p.add_argument("experiment", metavar="EXPERIMENT", help="NNI experiment id, or its folder")
     p.add_argument("--out", default=None, metavar="DIR", help="where to write the files (default: ./report-<id>)")
     p.add_argument("--metric", default="default", help="final-result key to rank by (default: %(default)s; "
@@ -71,8 +71,10 @@ def leaderboard(exp: Experiment, metric: str = "default", progress: bool = False
     if progress and need_gzip:
         print(f"measuring gzip size of {len(need_gzip)} model.keras files...", file=sys.stderr, flush=True)
     rows, rank = [], 0
+    stopped = exp.status in ("STOPPED", "DONE", "ERROR")  # nnictl stop leaves killed trials RUNNING in the db
     for t in ranked:
         m = t.metrics
+        interrupted = stopped and t.status in ("RUNNING", "WAITING")
         has_final = isinstance(t.final.get(metric), (int, float))
         rank += has_final
         gz = m.get("model_gzip_bytes")
@@ -84,9 +86,12 @@ def leaderboard(exp: Experiment, metric: str = "default", progress: bool = False
             "default": t.final.get(metric) if has_final else _last_intermediate(t, metric),
             "iou": m.get("iou"), "dense_iou": m.get("dense_iou"), "accuracy": m.get("accuracy"),
             "sparsity": m.get("sparsity"), "gzip_mb": gz / 1e6 if isinstance(gz, (int, float)) else None,
-            "duration_s": m.get("duration_s", t.duration_s),
+            "duration_s": m.get("duration_s", None if interrupted else t.duration_s),
             **{_hp(k): v for k, v in t.parameters.items()},
-            "note": "" if has_final else _note(t, metric),
+            "dir": str(t.dir or ""),
+            "note": "" if has_final else (
+                f"interrupted: the experiment was stopped after {len(t.intermediate)} epochs (last {metric} shown)"
+                if interrupted else _note(t, metric, exp.config.get("maxTrialDuration"))),
         })
     return rows
 
@@ -95,7 +100,7 @@ def _last_intermediate(t: Trial, metric: str):
     return t.intermediate[-1].get(metric) if t.intermediate else None
 
 
-def _note(t: Trial, metric: str) -> str:
+def _note(t: Trial, metric: str, max_duration=None) -> str:
     """Why a trial has no final result: its error line, or how far it got."""
     if t.status == "FAILED":
         return _error_line(t) or t.message or "see the trial's trial.stderr"
@@ -103,6 +108,9 @@ def _note(t: Trial, metric: str) -> str:
         return f"early-stopped by the assessor after {len(t.intermediate)} epochs (last {metric} shown)"
     if t.status in ("RUNNING", "WAITING"):
         return f"{t.status.lower()}: {len(t.intermediate)} epochs so far (last {metric} shown)"
+    if t.status in ("USER_CANCELED", "SYS_CANCELED"):
+        limit = f"by the user or at maxTrialDuration {max_duration}" if max_duration else "by the user"
+        return f"canceled ({limit}) after {len(t.intermediate)} epochs (last {metric} shown)"
     return t.status.lower().replace("_", " ")
 
 
@@ -153,7 +161,7 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
 
 def to_csv(rows: list[dict], columns: list[str]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns + ["note"], extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=columns + ["note", "dir"], extrasaction="ignore")
     w.writeheader()
     w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
     return buf.getvalue()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import keras
 
+from . import runtime
 from .errors import ParamError, TrainingDiverged
 from .params import Params
 
@@ -95,9 +96,9 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     history.write_csv(out / "history.csv")
     write_json_atomic(out / "params.json", params.to_dict())
     write_json_atomic(out / "metrics.json", metrics)
-    from .artifacts import write_trial_artifacts
-    write_trial_artifacts(out, model, splits, history, metrics)  # plots; warns, never fails the trial
     reporter.final(_numeric(metrics))
+    from .artifacts import write_trial_artifacts
+    write_trial_artifacts(out, model, splits, history, metrics)  # plots, after the result is safe; never fails
     return metrics
 
 
@@ -120,6 +121,7 @@ def _compile(model, params: Params, n_classes: int, teacher=None):
 def _fit(model, params, splits, epochs, phase, history, reporter, teacher=None, callbacks=()):
     from .artifacts import tensorboard_callbacks
     trainer = _compile(model, params, splits.n_classes, teacher)
+    runtime.build_before_tracing(trainer, splits.train.element_spec)  # one trace, not two
     guard = DivergenceGuard()
     report = EpochReporter(reporter, params.objective, phase, history, guard)
     trainer.fit(splits.train, validation_data=splits.val, epochs=epochs, verbose=2,
@@ -150,6 +152,7 @@ def evaluate(model, splits, params: Params) -> dict:
     from .metrics import confusion_matrix, jacard_coef, scores_from_confusion
 
     model.compile(loss=task_loss(params.class_weights), metrics=[jacard_coef])
+    runtime.build_before_tracing(model, splits.val.element_spec)
     loss, jacard = model.evaluate(splits.val, verbose=0)
     scores = scores_from_confusion(confusion_matrix(model, splits.val, splits.n_classes), splits.class_names)
     return {**scores, "loss": float(loss), "jacard": float(jacard)}

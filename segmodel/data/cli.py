@@ -11,16 +11,20 @@ from ..errors import DataError
 
 
 def register(subparsers) -> None:
+    from .synthetic import SynthSpec
+
+    d = SynthSpec()  # the built-in set's shape
     data = subparsers.add_parser("data", help="write a synthetic dataset, or inspect one")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
 
     synth = sub.add_parser("synth", help="write procedural aerial scenes in the Dubai layout")
     synth.add_argument("dir", help="output folder (must not exist, or be empty)")
-    synth.add_argument("--tiles", type=int, default=4, help="number of 'Tile N' folders (default 4)")
-    synth.add_argument("--images-per-tile", type=int, default=2, help="images in each tile (default 2)")
-    synth.add_argument("--min-size", type=int, default=430, help="smallest tile side in pixels (default 430)")
-    synth.add_argument("--max-size", type=int, default=620, help="largest tile side in pixels (default 620)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--tiles", type=int, default=d.tiles, help=f"number of 'Tile N' folders (default {d.tiles})")
+    synth.add_argument("--images-per-tile", type=int, default=d.images_per_tile,
+                       help=f"images in each tile (default {d.images_per_tile})")
+    synth.add_argument("--min-size", type=int, default=d.min_size, help=f"smallest tile side in px (default {d.min_size})")
+    synth.add_argument("--max-size", type=int, default=d.max_size, help=f"largest tile side in px (default {d.max_size})")
+    synth.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     synth.set_defaults(func=cmd_synth)
 
     inspect = sub.add_parser("inspect", help="count images, patches and class pixels; validate every file")
@@ -99,5 +103,5 @@ def cmd_inspect(args) -> int:
     print(f"patches   {r['patches']} of {r['patch_size']}x{r['patch_size']} (stride {r['patch_stride']})")
     print("classes   " + "  ".join(f"{n} {100 * f:.1f}%" for n, f in r["class_fractions"].items()))
     if r["out_of_palette_pixels"]:
-        print(f"warning   {r['out_of_palette_pixels']} pixels outside the palette, counted as Unlabeled")
+        print(f"warning   {r['out_of_palette_pixels']} pixels outside the palette, counted as the fallback class")
     return 0

@@ -74,7 +74,10 @@ def build(sources: list[Source], palette: Palette, *, patch: int, stride: int, b
         img, msk = tf.numpy_function(load, [i], [tf.uint8, tf.uint8], stateful=False)
         img.set_shape([None, patch, patch, 3])
         msk.set_shape([None, patch, patch])
-        return tf.data.Dataset.from_tensor_slices((img, msk))
+        # Pack image + class into one (p, p, 4) tensor per patch. The concat also copies
+        # each patch out of its image's buffer: slices would share it, and a shuffle
+        # buffer of slices would keep every image it has touched alive.
+        return tf.data.Dataset.from_tensor_slices((img, msk)).map(lambda a, b: tf.concat([a, b[..., None]], -1))
 
     files = tf.data.Dataset.from_tensor_slices(np.arange(len(sources), dtype=np.int64))
     if training and not cached:
@@ -90,8 +93,9 @@ def build(sources: list[Source], palette: Palette, *, patch: int, stride: int, b
         coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip((ds, coins)).map(_augment, num_parallel_calls=tf.data.AUTOTUNE)
 
-    def to_float(img, msk):
-        return tf.cast(img, tf.float32) / 255.0, tf.one_hot(tf.cast(msk, tf.int32), n_classes, dtype=tf.float32)
+    def to_float(packed):
+        return (tf.cast(packed[..., :3], tf.float32) / 255.0,
+                tf.one_hot(tf.cast(packed[..., 3], tf.int32), n_classes, dtype=tf.float32))
 
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     # The patch count is known exactly from the headers: tell Keras, so epochs have a length.
@@ -99,12 +103,9 @@ def build(sources: list[Source], palette: Palette, *, patch: int, stride: int, b
     return ds.batch(batch_size).prefetch(2), total, cached
 
 
-def _augment(pair, coin):
-    """One of the 8 flips/rotations, the same for image and mask (they are stacked first)."""
+def _augment(packed, coin):
+    """One of the 8 flips/rotations, the same for image and mask (packed in one tensor)."""
     import tensorflow as tf
 
-    img, msk = pair
-    both = tf.concat([img, msk[..., None]], axis=-1)
-    both = tf.image.rot90(both, k=tf.cast(coin % 4, tf.int32))
-    both = tf.cond((coin // 4) % 2 == 1, lambda: tf.image.flip_left_right(both), lambda: both)
-    return both[..., :3], both[..., 3]
+    packed = tf.image.rot90(packed, k=tf.cast(coin % 4, tf.int32))
+    return tf.cond((coin // 4) % 2 == 1, lambda: tf.image.flip_left_right(packed), lambda: packed)

@@ -30,10 +30,10 @@ ROOFS = np.array([(236, 234, 228), (205, 190, 160), (178, 92, 64), (150, 150, 15
 class SynthSpec:
     """How big a synthetic dataset is. Sizes are per tile (as in the Dubai set, where all
     images of one tile share a size) and deliberately not multiples of any patch size."""
-    tiles: int = 4
+    tiles: int = 6
     images_per_tile: int = 2
-    min_size: int = 430
-    max_size: int = 620
+    min_size: int = 380
+    max_size: int = 520
     seed: int = 0
 
     @property

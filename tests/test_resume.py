@@ -1,0 +1,93 @@
+"""`nnictl stop` while a trial is mid-epoch, then `nnictl resume`: the experiment goes
+on and finishes more trials, and the killed trial's artifacts are complete or absent.
+
+What NNI 3.0 does (measured): stop kills the trial process; resume re-runs the killed
+trial from scratch under the same trial id and output folder, with the same parameters
+(`parameter_source: resumed`), then carries on with new trials.
+
+train.py writes metrics.json, history.csv and params.json via temp file + rename, and
+the model as `.model.<pid>.tmp.keras` renamed to model.keras, so a kill leaves at most
+dot-prefixed temp files that nothing reads.
+"""
+import json
+import subprocess
+import time
+import zipfile
+
+import pytest
+
+from nni_helpers import NNICTL, NNIExperiment, base_config, final_and_intermediate, free_port
+
+pytestmark = pytest.mark.slow
+
+# Three short epochs (no pruning: this is about processes and files, not the model).
+TRIAL = ("--patch_size 32 --patch_stride 160 --val_fraction 0.1 --batch_size 8 "
+         "--schedule init --sparsity 0 --epochs 3 --finetune_epochs 0 --threads 1")
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise TimeoutError(f"waited {timeout}s for {what}")
+
+
+def check_artifacts_complete_or_absent(folder):
+    """What a reader trusts (metrics.json, model.keras) is whole, or not there at all."""
+    metrics, model = folder / "metrics.json", folder / "model.keras"
+    if model.exists():
+        assert zipfile.is_zipfile(model) and metrics.exists()
+    if metrics.exists():
+        json.loads(metrics.read_text())
+    leftovers = [p.name for p in folder.iterdir() if ".tmp" in p.name]
+    assert all(name.startswith(".") for name in leftovers), leftovers  # hidden temp files only
+    return metrics.exists(), model.exists(), leftovers
+
+
+def test_stop_mid_epoch_then_resume(tmp_path):
+    config = base_config(trialCommand=base_config()["trialCommand"].split(" --")[0] + " " + TRIAL,
+                         maxTrialNumber=2, trialConcurrency=1, maxExperimentDuration="15m")
+    with NNIExperiment(config, tmp_path) as exp:
+        first = wait_for(lambda: next((t for t in exp.trials() if t["status"] == "RUNNING"), None), 120,
+                         "the first trial to start")["trialJobId"]
+        wait_for(lambda: trial_processes(exp.id), 60, "the trial process")  # the check below can see one
+        # One epoch reported => the trial is in its second epoch (of three): stop now.
+        wait_for(lambda: final_and_intermediate(exp.metrics(first))[1], 240, "the first epoch to end")
+        stopped = subprocess.run([NNICTL, "stop", exp.id], env=exp.env, capture_output=True, text=True, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+        wait_for(lambda: not trial_processes(exp.id), 30, "the trial processes to end")
+        killed = exp.trial_dir(first)
+        has_metrics, has_model, _ = check_artifacts_complete_or_absent(killed)
+        assert (has_metrics, has_model) == (False, False), "the trial finished before the stop: make it longer"
+
+        exp.port = free_port()
+        resumed = subprocess.run([NNICTL, "resume", exp.id, "--port", str(exp.port)], env=exp.env,
+                                 capture_output=True, text=True, timeout=180, cwd=exp.workdir)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        trials = exp.wait_done(timeout=300, n_trials=2)
+
+        assert exp.status() != "ERROR"
+        assert len(trials) == 2 and all(t["status"] == "SUCCEEDED" for t in trials), \
+            [(t["status"], exp.trial_log(t["trialJobId"])) for t in trials]
+        rerun = next(t for t in trials if t["trialJobId"] == first)
+        assert '"parameter_source":"resumed"' in rerun["hyperParameters"][-1].replace(" ", "")
+        # The killed trial, re-run, now has complete artifacts; so does the new trial.
+        for t in trials:
+            assert check_artifacts_complete_or_absent(exp.trial_dir(t["trialJobId"]))[:2] == (True, True)
+
+
+def trial_processes(experiment_id):
+    """Live processes started for this experiment's trials (NNI sets NNI_EXP_ID in their environment)."""
+    import psutil
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if "trial.py" in " ".join(proc.info["cmdline"] or []) and \
+                    proc.environ().get("NNI_EXP_ID") == experiment_id and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
