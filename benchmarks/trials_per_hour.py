@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +27,20 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from nni_helpers import NNIExperiment, base_config  # noqa: E402
 
+USAGE_LINE = re.compile(r"segmodel: process used cpu ([\d.]+) s")
 THREADS_LINE = re.compile(r"segmodel: (\d+) intra-op thread\(s\) \((.*?)\); precision")
+
+
+def _wait_first_trial(exp, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = exp.get("/check-status")
+        if status["status"] == "ERROR":
+            raise RuntimeError(f"experiment ERROR: {status.get('errors')}")
+        if exp.trials():
+            return
+        time.sleep(2)
+    raise RuntimeError("no trial started")
 
 
 def measure(concurrency: int, trials: int, trial_command: str, timeout: float) -> dict:
@@ -35,14 +49,36 @@ def measure(concurrency: int, trials: int, trial_command: str, timeout: float) -
     env = {k: v for k, v in os.environ.items() if k != "SEGMODEL_TRIAL_CONCURRENCY"}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix=f"tph-c{concurrency}-") as tmp:
-        exp = NNIExperiment(config, Path(tmp))
-        exp.env = env | {"PATH": exp.env["PATH"]}
-        with exp:
+        # On a busy machine NNI can fail to start: nnictl waits ~3 s for the manager and the
+        # manager 10 s for the tuner process (which imports nni, pandas and scipy). Retry.
+        for attempt in range(4):
+            exp = NNIExperiment(config, Path(tmp) / str(attempt))
+            exp.workdir.mkdir()
+            exp.env = env | {"PATH": exp.env["PATH"]}
+            try:
+                exp.start()
+                _wait_first_trial(exp)
+                break
+            except RuntimeError as e:
+                exp.stop()
+                print(f"[tph] experiment failed to start (attempt {attempt + 1}): {str(e)[-300:]}",
+                      file=sys.stderr)
+        else:
+            raise RuntimeError("the experiment failed to start 4 times")
+        try:
             jobs = exp.wait_done(timeout=timeout, n_trials=trials)
-            threads = []
+            threads, cpu = [], []
             for job in jobs:
-                hit = THREADS_LINE.search(exp.trial_log(job["trialJobId"]))
+                folder = exp.trial_dir(job["trialJobId"])
+                log = "\n".join(f.read_text(errors="replace") for f in folder.iterdir()
+                                if f.is_file() and f.name in ("trial.log", "trial.stderr", "stderr", "trial.stdout"))
+                hit = THREADS_LINE.search(log)
                 threads.append(f"{hit.group(1)} ({hit.group(2)})" if hit else "?")
+                used = USAGE_LINE.search(log)
+                if used:
+                    cpu.append(float(used.group(1)))
+        finally:
+            exp.stop()
     starts = [j["startTime"] / 1e3 for j in jobs if j.get("startTime")]
     ends = [j["endTime"] / 1e3 for j in jobs if j.get("endTime")]
     span = max(ends) - min(starts)
@@ -51,6 +87,8 @@ def measure(concurrency: int, trials: int, trial_command: str, timeout: float) -
             "succeeded": sum(j["status"] == "SUCCEEDED" for j in jobs),
             "span_s": round(span, 1), "trials_per_hour": round(len(jobs) / span * 3600, 1),
             "trial_durations_s": durations, "threads_chosen": sorted(set(threads)),
+            "trial_cpu_s": sorted(cpu),
+            "median_trial_cpu_s": statistics.median(cpu) if cpu else None,
             "load_avg_before": round(load_before, 2), "load_avg_after": round(os.getloadavg()[0], 2)}
 
 

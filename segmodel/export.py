@@ -231,8 +231,9 @@ def io_details(path: Path) -> dict:
         return {}
     from .inference import TFLiteRunner
     r = TFLiteRunner(path, threads=1)
-    return {"input_dtype": np.dtype(r.input["dtype"]).name, "input_quantization": list(r.input["quantization"]),
-            "output_dtype": np.dtype(r.output["dtype"]).name, "output_quantization": list(r.output["quantization"])}
+    quant = lambda d: list(d["quantization"]) if d["quantization"][0] else None  # noqa: E731 - (0, 0) = float
+    return {"input_dtype": np.dtype(r.input["dtype"]).name, "input_quantization": quant(r.input),
+            "output_dtype": np.dtype(r.output["dtype"]).name, "output_quantization": quant(r.output)}
 
 
 def evaluate_file(path: Path, splits) -> dict:

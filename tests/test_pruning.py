@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import keras
 import numpy as np
@@ -15,7 +16,7 @@ from keras import layers
 
 from segmodel.errors import ParamError
 from segmodel.pruning import (AGPCallback, Pruner, agp_sparsity, layer_sparsity, layer_targets,
-                              magnitude_mask, prunable_weights, sparsity_stats)
+                              magnitude_mask, model_file_sizes, prunable_weights, sparsity_stats)
 
 
 def reference_mask(w, s):
@@ -255,6 +256,7 @@ LOAD_WITHOUT_SEGMODEL = textwrap.dedent("""
 
 def test_stripped_model_loads_in_plain_keras_with_its_zeros(tmp_path):
     from segmodel.model import multi_unet_model
+    from segmodel.train import save_model_atomic
 
     keras.utils.set_random_seed(0)
     m = multi_unet_model(0.1, 6, 32, 32, 3)
@@ -268,9 +270,12 @@ def test_stripped_model_loads_in_plain_keras_with_its_zeros(tmp_path):
     targets = dict(p.targets)
     p.strip()
     path = tmp_path / "model.keras"
-    m.save(path)
-    import zipfile
+    save_model_atomic(m, path)  # as run_trial saves it: the model alone, no optimizer state
     assert b"MaskConstraint" not in zipfile.ZipFile(path).read("config.json")
+    weight_bytes = sum(w.numpy().nbytes for w in m.weights)
+    assert path.stat().st_size < 1.05 * weight_bytes
+    sizes = model_file_sizes(path)
+    assert sizes["model_bytes"] == path.stat().st_size and sizes["model_gzip_bytes"] < 0.5 * sizes["model_bytes"]
 
     run = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_SEGMODEL, str(path)],
                          capture_output=True, text=True, timeout=120)
