@@ -49,7 +49,10 @@ def main(args) -> int:
     for key in ("patch_size", "batch_size"):
         if getattr(args, key):
             sizes[key] = getattr(args, key)
-    result = run(sizes, threads=args.threads, baseline=args.baseline, quick=args.quick)
+    import contextlib
+    # stdout carries only the JSON: libraries that print on import (segmentation_models) go to stderr
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        result = run(sizes, threads=args.threads, baseline=args.baseline, quick=args.quick)
     table = format_table(result)
     if args.json:
         print(table, file=sys.stderr)

@@ -114,7 +114,8 @@ def _number(v):
 # ---- locating --------------------------------------------------------------------
 
 def nni_home() -> Path:
-    return Path(os.environ.get("NNI_EXPERIMENTS_DIR", Path.home() / "nni-experiments"))
+    """nnictl's home: the default experiment folder and its `.experiment` registry."""
+    return Path.home() / "nni-experiments"
 
 
 def _registry() -> dict:

@@ -137,6 +137,11 @@ def export_trial(trial, out: Path, formats=FORMATS, calibration_samples: int = 1
             warnings.append(f"{e['file']} loses {-e['iou_delta_points']:.2f} points of mean IoU "
                             f"({e['val_iou']:.4f} vs {reference:.4f})")
     trial_metrics = trial.metrics
+    keras_iou = next((e["val_iou"] for e in entries if e["format"] == "keras"), None)
+    if keras_iou is not None and isinstance(trial_metrics.get("iou"), float) \
+            and abs(keras_iou - trial_metrics["iou"]) > 0.005:
+        warnings.append(f"model.keras scores {keras_iou:.4f} here but {trial_metrics['iou']:.4f} in the trial: "
+                        "the validation set built from params.json differs (data or data code changed?)")
     result = {
         "experiment": experiment_id,
         "trial": trial.id,
@@ -245,10 +250,15 @@ def evaluate_file(path: Path, splits) -> dict:
     run = load_runner(path)
     n = splits.n_classes
     cm = np.zeros((n, n), np.int64)
+    done, next_report = 0, 0.25
     for x, y in splits.val:
         pred = np.asarray(run(np.asarray(x, np.float32))).reshape(-1)
         true = np.asarray(y).argmax(-1).reshape(-1)
         cm += np.bincount(true * n + pred, minlength=n * n).reshape(n, n)
+        done += len(x)
+        if splits.n_val >= 200 and done / splits.n_val >= next_report and done < splits.n_val:
+            print(f"    {done}/{splits.n_val} patches ({time.time() - started:.0f}s)", file=sys.stderr, flush=True)
+            next_report += 0.25
     if cm.sum() == 0:
         raise DataError("the validation set is empty: nothing to measure")
     return {**scores_from_confusion(cm, splits.class_names), "seconds": time.time() - started}

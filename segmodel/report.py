@@ -175,6 +175,9 @@ def to_markdown(exp: Experiment, rows: list[dict], columns: list[str], metric: s
           f"Folder: `{exp.dir}`.", "",
           "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     md += ["| " + " | ".join(_fmt(c, r.get(c)) for c in columns) + " |" for r in ranked]
+    if ranked and ranked[0].get("dir"):
+        md += ["", f"Best trial `{ranked[0]['trial']}`: plots and history in `{ranked[0]['dir']}` "
+               "(iou_vs_epoch.png, loss_vs_epoch.png, pr_curves.png, predictions.png, history.csv)."]
     md += ["", "## Trials without a final result", ""]
     if others:
         md += [f"- `{r['trial']}` (#{r['seq']}) **{r['status']}**: {r['note']}" for r in others]

@@ -177,7 +177,7 @@ class DivergenceGuard(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         import tensorflow as tf
         weights = [getattr(w, "value", w) for w in self.model.trainable_weights]
-        # One compiled reduction over all weights: well under a millisecond a batch.
+        # One compiled reduction over all weights: ~6 ms a batch for the 1.9 M of the U-Net on a busy 2-core CPU.
         self._weights_finite = tf.function(
             lambda: tf.reduce_all([tf.reduce_all(tf.math.is_finite(w)) for w in weights]))
 

@@ -19,20 +19,20 @@ def register(subparsers) -> None:
 
     synth = sub.add_parser("synth", help="write procedural aerial scenes in the Dubai layout")
     synth.add_argument("dir", help="output folder (must not exist, or be empty)")
-    synth.add_argument("--tiles", type=int, default=d.tiles, help=f"number of 'Tile N' folders (default {d.tiles})")
-    synth.add_argument("--images-per-tile", type=int, default=d.images_per_tile,
+    synth.add_argument("--tiles", type=int, metavar="N", default=d.tiles, help=f"number of 'Tile N' folders (default {d.tiles})")
+    synth.add_argument("--images-per-tile", type=int, metavar="K", default=d.images_per_tile,
                        help=f"images in each tile (default {d.images_per_tile})")
-    synth.add_argument("--min-size", type=int, default=d.min_size, help=f"smallest tile side in px (default {d.min_size})")
-    synth.add_argument("--max-size", type=int, default=d.max_size, help=f"largest tile side in px (default {d.max_size})")
-    synth.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    synth.add_argument("--min-size", type=int, metavar="PX", default=d.min_size, help=f"smallest tile side in px (default {d.min_size})")
+    synth.add_argument("--max-size", type=int, metavar="PX", default=d.max_size, help=f"largest tile side in px (default {d.max_size})")
+    synth.add_argument("--seed", type=int, metavar="S", default=d.seed, help=f"random seed (default {d.seed})")
     synth.set_defaults(func=cmd_synth)
 
     inspect = sub.add_parser("inspect", help="count images, patches and class pixels; validate every file")
     inspect.add_argument("dir", help="dataset root (Dubai or flat layout)")
-    inspect.add_argument("--patch-size", type=int, default=256, help="patch side (default 256)")
-    inspect.add_argument("--patch-stride", type=int, default=0, help="stride between patches (0 = patch size)")
-    inspect.add_argument("--palette", default="", help="JSON file: class name -> hex colour")
-    inspect.add_argument("--palette-tolerance", type=float, default=0.001,
+    inspect.add_argument("--patch-size", type=int, metavar="P", default=256, help="patch side (default 256)")
+    inspect.add_argument("--patch-stride", type=int, metavar="S", default=0, help="stride between patches (0 = patch size)")
+    inspect.add_argument("--palette", default="", metavar="FILE", help="JSON file: class name -> hex colour")
+    inspect.add_argument("--palette-tolerance", type=float, metavar="F", default=0.001,
                          help="fraction of a mask's pixels allowed outside the palette (default 0.001)")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.set_defaults(func=cmd_inspect)
