@@ -434,7 +434,7 @@ def run(sizes: dict, threads: int = 0, baseline: bool = True, quick: bool = Fals
     _log("data pipeline alone")
     result["data"] = data_throughput(splits, sizes["data_epochs"])
 
-    x, y, ds = _fixed_batches(splits, sizes["batch_size"], n_batches=4)
+    x, y, ds = _fixed_batches(splits, sizes["batch_size"], n_batches=max(4, sizes["baseline_steps"] + 1))
     training, models = training_throughput(params, splits, ds, sizes)
     result["training"] = training
 

@@ -137,6 +137,32 @@ def test_distiller_trains_student_only_keeps_masks_under_bf16(policy):
     np.testing.assert_allclose(result["loss"], expected, rtol=1e-4)
 
 
+def test_distiller_with_alpha_zero_is_exactly_plain_training(policy):
+    """Same seed, data and weights: kd_alpha=0 must retrace plain Keras training step for
+    step, so any difference KD makes comes from the distillation term alone."""
+    from segmodel.losses import task_loss
+    from segmodel.model import multi_unet_model
+
+    policy("float32")
+    keras.utils.set_random_seed(0)
+    start = multi_unet_model(0.1, 6, 32, 32, 3)
+    teacher = keras.Model.from_config(start.get_config())
+    teacher.set_weights(start.get_weights())
+    data = _tiny_batches(n=16)
+    finals = []
+    for alpha in (None, 0.0):
+        keras.utils.set_random_seed(1)
+        student = multi_unet_model(0.1, 6, 32, 32, 3)
+        student.set_weights(start.get_weights())
+        trainer = student if alpha is None else Distiller(student, teacher, task_loss([1 / 6] * 6), alpha, 4.0)
+        kw = {"loss": task_loss([1 / 6] * 6)} if alpha is None else {}
+        trainer.compile(optimizer=keras.optimizers.Adam(1e-3), **kw)
+        trainer.fit(data, epochs=1, verbose=0)
+        finals.append(np.concatenate([w.ravel() for w in student.get_weights()]))
+    assert np.abs(finals[0] - np.concatenate([w.ravel() for w in start.get_weights()])).max() > 1e-3
+    np.testing.assert_allclose(finals[1], finals[0], rtol=0, atol=1e-6)
+
+
 def test_teacher_without_logits_layer_is_a_clear_error():
     from segmodel.model import multi_unet_model
     student = multi_unet_model(0.1, 6, 32, 32, 3)

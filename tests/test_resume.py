@@ -16,7 +16,8 @@ import zipfile
 
 import pytest
 
-from nni_helpers import NNICTL, NNIExperiment, base_config, final_and_intermediate, free_port
+from nni_helpers import NNICTL, base_config, final_and_intermediate, free_port
+from test_robustness import running_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,7 @@ def check_artifacts_complete_or_absent(folder):
 def test_stop_mid_epoch_then_resume(tmp_path):
     config = base_config(trialCommand=base_config()["trialCommand"].split(" --")[0] + " " + TRIAL,
                          maxTrialNumber=2, trialConcurrency=1, maxExperimentDuration="15m")
-    with NNIExperiment(config, tmp_path) as exp:
+    with running_experiment(config, tmp_path) as exp:
         first = wait_for(lambda: next((t for t in exp.trials() if t["status"] == "RUNNING"), None), 120,
                          "the first trial to start")["trialJobId"]
         wait_for(lambda: trial_processes(exp.id), 60, "the trial process")  # the check below can see one

@@ -2,11 +2,10 @@
 
 Files are decoded by the same Pillow code that validated them (inside
 `tf.numpy_function`), one source image at a time, so memory holds a few images and a
-bounded shuffle buffer, never the dataset. A split small enough (decoded size under
-SEGMODEL_DATA_CACHE_MB, default 32) is cached in memory after the first epoch, where
-re-decoding would be the only work; anything larger streams from disk every epoch.
-The decision is made for train and validation together (`fits_cache`), so the cache
-never holds more than the budget.
+bounded shuffle buffer (SEGMODEL_SHUFFLE_MB, default 16), never the dataset. A dataset
+whose decoded patches, train and validation together, fit SEGMODEL_DATA_CACHE_MB
+(default 32) is cached in memory after the first epoch, where re-decoding would be the
+only work; anything larger streams from disk every epoch.
 """
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ import numpy as np
 from .palette import Palette
 from .readers import Source, read_image, read_mask
 
-SHUFFLE_BUFFER_MB = float(os.environ.get("SEGMODEL_SHUFFLE_MB", "16"))
 
 
 def grid(length: int, patch: int, stride: int) -> int:
@@ -47,6 +45,10 @@ def source_patches(source: Source, palette: Palette, patch: int, stride: int):
     image = read_image(source.image)
     index, _, _ = read_mask(source.mask, palette)
     return cut(image, patch, stride), cut(index, patch, stride)
+
+
+def shuffle_budget_bytes() -> int:
+    return int(float(os.environ.get("SEGMODEL_SHUFFLE_MB", "16")) * 2**20)
 
 
 def cache_budget_bytes() -> int:
@@ -87,7 +89,7 @@ def build(sources: list[Source], palette: Palette, *, patch: int, stride: int, b
     if cached:
         ds = ds.cache()
     if training:
-        buffer = total if cached else max(1, min(total, int(SHUFFLE_BUFFER_MB * 2**20) // patch_bytes))
+        buffer = total if cached else max(1, min(total, shuffle_budget_bytes() // patch_bytes))
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if training and augment:
         coins = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)

@@ -134,15 +134,6 @@ def read_mask(path, palette: Palette) -> tuple[np.ndarray, np.ndarray, str]:
     return index, unknown, describe_unknown(rgb, unknown) if unknown.any() else ""
 
 
-def image_size(path) -> tuple[int, int]:
-    """(width, height) from the header only."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"unreadable image {path}: {e}") from None
-
-
 # ---- validation -------------------------------------------------------------------------
 
 def check_pair(pair: Pair, palette: Palette, tolerance: float) -> Source:
