@@ -26,7 +26,8 @@ def class_map(h: int, w: int, seed: int) -> np.ndarray:
 
 
 def write_dubai(root: Path) -> dict[str, np.ndarray]:
-    """JPEG images (lossy, like the real set) and RGB palette PNG masks; returns stem path -> class map."""
+    """JPEG images (lossy, like the real set) and palette-coloured PNG masks (RGB, and one
+    palette-mode PNG); returns image path -> class map."""
     truth = {}
     for tile, (h, w, n) in TILES.items():
         for k in range(1, n + 1):
@@ -36,7 +37,12 @@ def write_dubai(root: Path) -> dict[str, np.ndarray]:
             stem = f"image_part_{k:03d}"
             img = PALETTE.encode(index).astype(np.int16) + np.random.default_rng(k).integers(-9, 9, (h, w, 3))
             Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / f"Tile {tile}/images/{stem}.jpg")
-            Image.fromarray(PALETTE.encode(index)).save(root / f"Tile {tile}/masks/{stem}.png")
+            if tile == 3:  # a palette-mode PNG: 8-bit indices plus a colour table, decoded via the colours
+                mask = Image.fromarray((5 - index).astype(np.uint8), "P")  # table order != class order
+                mask.putpalette(PALETTE.colors[::-1].ravel().tolist())
+                mask.save(root / f"Tile {tile}/masks/{stem}.png")
+            else:
+                Image.fromarray(PALETTE.encode(index)).save(root / f"Tile {tile}/masks/{stem}.png")
             truth[str(root / f"Tile {tile}/images/{stem}.jpg")] = index
     (root / "classes.json").write_text("{}")  # as in the real dataset; ignored
     return truth

@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from segmodel.data import builtin
 from segmodel.data.cli import inspect_dataset
 from segmodel.data.synthetic import SynthSpec, write_dataset
+from segmodel.errors import DataError
 
 TINY = SynthSpec(tiles=2, images_per_tile=1, min_size=60, max_size=90, seed=7)
 SPEC_ARGS = "tiles=2, images_per_tile=1, min_size=60, max_size=90, seed=7"
@@ -133,6 +135,17 @@ def test_cache_location_and_data_dir_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGMODEL_DATA_DIR", str(tmp_path / "env"))
     assert resolve_data_dir("") == tmp_path / "env"
     assert resolve_data_dir(str(tmp_path / "flag")) == tmp_path / "flag"
+
+
+def test_unwritable_cache_is_a_data_error(tmp_path, monkeypatch):
+    from segmodel.data import resolve_data_dir
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where the cache folder should be: mkdir fails, even as root
+    monkeypatch.setenv("SEGMODEL_CACHE", str(blocker / "cache"))
+    monkeypatch.delenv("SEGMODEL_DATA_DIR", raising=False)
+    with pytest.raises(DataError, match="cannot write the built-in dataset under .*set SEGMODEL_CACHE"):
+        resolve_data_dir("")
 
 
 def test_cli_synth_writes_dubai_layout(tmp_path, capsys):

@@ -54,6 +54,9 @@ def test_no_pairs(tmp_path, capsys):
     assert "no images/ and masks/ folders" in inspect_error(empty, capsys)
     (tmp_path / "images").rmdir()
     assert f"missing folder {tmp_path / 'images'}" in inspect_error(tmp_path, capsys)
+    unzipped = tmp_path / "download"
+    write_pair(unzipped / "Semantic segmentation dataset" / "Tile 1", "a")  # pointed one folder too high
+    assert f"found them one level down, in {unzipped / 'Semantic segmentation dataset'}" in inspect_error(unzipped, capsys)
 
 
 def test_image_without_mask_and_mask_without_image(tmp_path, capsys):

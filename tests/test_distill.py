@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from segmodel.distill import Distiller, kd_loss
+from segmodel.distill import Distiller, kd_loss, logits_view
 from segmodel.errors import ParamError
 
 TEMPERATURES = [0.5, 1.0, 2.0, 4.0, 10.0]
@@ -129,17 +129,16 @@ def test_distiller_trains_student_only_keeps_masks_under_bf16(policy):
     # The logged validation loss is task + alpha * kd on the student's / teacher's inference outputs.
     x, y = next(iter(data))
     probs = student(x, training=False)
-    z_s = student.get_layer("logits").output
-    z_s = keras.Model(student.inputs, z_s)(x, training=False)
-    z_t = keras.Model(teacher.inputs, teacher.get_layer("logits").output)(x, training=False)
+    z_s = logits_view(student, "student")(x, training=False)
+    z_t = logits_view(teacher, "teacher")(x, training=False)
     expected = float(loss(y, probs)) + 0.5 * float(kd_loss(z_s, z_t, 2.0))
     result = distiller.evaluate(x, y, verbose=0, return_dict=True)
     np.testing.assert_allclose(result["loss"], expected, rtol=1e-4)
 
 
 def test_distiller_with_alpha_zero_is_exactly_plain_training(policy):
-    """Same seed, data and weights: kd_alpha=0 must retrace plain Keras training step for
-    step, so any difference KD makes comes from the distillation term alone."""
+    """Same seed, data and weights: with kd_alpha=0 the Distiller must follow plain Keras
+    training step for step, so whatever KD changes comes from the distillation term alone."""
     from segmodel.losses import task_loss
     from segmodel.model import multi_unet_model
 

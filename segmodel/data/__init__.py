@@ -45,8 +45,12 @@ def resolve_data_dir(data_dir: str = "") -> Path:
     chosen = data_dir or os.environ.get("SEGMODEL_DATA_DIR", "")
     if chosen:
         return Path(chosen).expanduser()
-    from .builtin import ensure
-    return ensure()[0]
+    from .builtin import cache_root, ensure
+    try:
+        return ensure()[0]
+    except OSError as e:
+        raise DataError(f"cannot write the built-in dataset under {cache_root()}: {e.strerror or e}; "
+                        "set SEGMODEL_CACHE to a writable folder, or give --data_dir") from None
 
 
 def scan_dataset(root, palette: Palette, tolerance: float = DEFAULT_TOLERANCE) -> tuple[str, list[Source]]:

@@ -77,6 +77,16 @@ def _pair_folder(group: Path) -> list[Pair]:
     return [Pair(images[s], masks[s]) for s in images]
 
 
+def _has_layout(d: Path) -> bool:
+    """Either layout starts at d (used for a hint when the user points one folder too high)."""
+    if (d / "images").is_dir():
+        return True
+    try:
+        return any((g / "images").is_dir() for g in d.iterdir() if g.is_dir())
+    except OSError:
+        return False
+
+
 def find_pairs(root: str | Path) -> tuple[str, list[Pair]]:
     """Return ("dubai" | "flat", pairs in a stable order)."""
     root = Path(root).expanduser()
@@ -90,8 +100,10 @@ def find_pairs(root: str | Path) -> tuple[str, list[Pair]]:
         groups = [d for d in sorted(root.iterdir(), key=_natural)
                   if d.is_dir() and ((d / "images").is_dir() or (d / "masks").is_dir())]
         if not groups:
+            hint = next((f"; found them one level down, in {d}" for d in sorted(root.iterdir(), key=_natural)
+                         if d.is_dir() and _has_layout(d)), "")
             raise DataError(f"no images/ and masks/ folders in {root} "
-                            "(expected <root>/images + <root>/masks, or <root>/Tile N/images + masks)")
+                            f"(expected <root>/images + <root>/masks, or <root>/Tile N/images + masks){hint}")
         layout, pairs = "dubai", [p for g in groups for p in _pair_folder(g)]
     if not pairs:
         raise DataError(f"no image/mask pairs in {root}")
