@@ -63,11 +63,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/prune_table"))
     parser.add_argument("--sparsities", default="0.5,0.8,0.9")
     parser.add_argument("--schedules", default="init,oneshot,agp")
+    parser.add_argument("--only", default="", help="comma-separated row names to run/print (default: all)")
     parser.add_argument("--print-only", action="store_true", help="only tabulate the runs already finished")
     args, extra = parser.parse_known_args()  # anything else goes to every trial.py
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name, label, target, flags in rows(args.sparsities.split(","), args.schedules.split(",")):
+        if args.only and name not in args.only.split(","):
+            continue
         path = args.out / name / "metrics.json"
         if not args.print_only:
             run(args.out, name, flags, extra)
