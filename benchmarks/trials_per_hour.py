@@ -45,7 +45,10 @@ def _wait_first_trial(exp, timeout: float = 300) -> None:
 
 def measure(concurrency: int, trials: int, trial_command: str, timeout: float) -> dict:
     config = base_config(trialCommand=trial_command, trialConcurrency=concurrency, maxTrialNumber=trials,
-                         maxExperimentDuration="2h", maxTrialDuration="30m")
+                         maxExperimentDuration="2h", maxTrialDuration="30m",
+                         # Random, not config.yml's TPE: the tuner does not change what a trial costs, and
+                         # NNI 3.0's TPE dispatcher can die mid-run (KeyError in _running_params.pop)
+                         tuner={"name": "Random", "classArgs": {"seed": 0}})
     env = {k: v for k, v in os.environ.items() if k != "SEGMODEL_TRIAL_CONCURRENCY"}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix=f"tph-c{concurrency}-") as tmp:
