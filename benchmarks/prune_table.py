@@ -50,6 +50,8 @@ def table(results: dict) -> str:
     def mean(ms, key):
         return sum(m[key] for m in ms) / len(ms)
 
+    if "dense" not in results:
+        raise SystemExit("the table compares with the dense row: include 'dense' in --only")
     dense = results["dense"][2]
     lines = ["| schedule | target | measured sparsity | val mean IoU (per seed) | vs dense | pixel acc "
              "| IoU before pruning | trial time | model.keras | gzip | gzip vs dense |",
