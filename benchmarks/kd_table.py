@@ -1,6 +1,6 @@
 """Does distillation help the pruned student? Fine-tuning with and without KD, side by side.
 
-    python benchmarks/kd_table.py --seeds 0 1 2 --sparsities 0.8 0.9 [--kd_configs 4:1 1:1] \\
+    python benchmarks/kd_table.py --seeds 0 1 2 --sparsities 0.8 0.9 [--kd_configs 4:1 1:0.1] [--jobs 3] \\
         --patch_size 64 --epochs 3 --finetune_epochs 2
 
 For each seed the dense U-Net is trained once (`--epochs`, as trial.py's oneshot schedule
