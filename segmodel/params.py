@@ -201,8 +201,12 @@ def build_parser(prog: str = "trial.py") -> argparse.ArgumentParser:
             flags.append(f"--{f.name.replace('_', '-')}")
         metavar = "BOOL" if type(f.default) is bool else None
         parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, metavar=metavar,
-                            help=f"{f.metadata['help']} (default: {f.default!r})")
+                            help=f"{f.metadata['help']} (default: {_shown(f.default)})")
     return parser
+
+
+def _shown(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else repr(value)
 
 
 def parse_flags(argv: list[str] | None = None, prog: str = "trial.py") -> dict[str, Any]:
