@@ -4,7 +4,7 @@ Every figure is taken in this process, on the built-in dataset, with the variant
 a comparison interleaved in rounds so that a shared, noisy CPU slows them alike: the
 ratios are the figures to quote, the absolute numbers are this machine's.
 
-    python -m segmodel bench            # full run, a few minutes on 2 cores
+    python -m segmodel bench            # full run, ~1 min on 2 idle cores
     python -m segmodel bench --quick    # seconds of work: checks that every stage runs
     python -m segmodel bench --json     # one JSON document on stdout (the table goes to stderr)
 

@@ -196,7 +196,7 @@ def configure(params) -> str:
     precision = choose_precision(params.precision)
     keras.mixed_precision.set_global_policy(precision)
     print(f"segmodel: {threads} intra-op thread(s) ({why}); precision {precision}", file=sys.stderr, flush=True)
-    if not getattr(configure, "_accounting", False):
+    if os.environ.get("NNI_TRIAL_JOB_ID") and not getattr(configure, "_accounting", False):
         import atexit
         atexit.register(_report_usage)
         configure._accounting = True
@@ -204,8 +204,8 @@ def configure(params) -> str:
 
 
 def _report_usage() -> None:
-    """One line at exit: CPU seconds against wall seconds, so a trial's log shows how
-    much of the CPU it got (benchmarks/trials_per_hour.py reads it)."""
+    """One line at the exit of an NNI trial: CPU seconds against wall seconds, so its log
+    shows how much of the CPU it got (benchmarks/trials_per_hour.py reads it)."""
     t = os.times()
     try:
         import psutil

@@ -27,7 +27,6 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    from . import runtime
     precision = runtime.configure(params)
 
     from . import data as datasets

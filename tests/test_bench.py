@@ -130,3 +130,32 @@ def test_bench_quick_prints_every_figure(tmp_path):
     assert r["memory"]["peak_rss_mb"] > 100
     assert {t["target"] for t in r["targets"]} >= {"trial fixed cost, process start to first step (s)"}
     assert "Targets (issue #7)" in out.stderr  # the table, beside the JSON
+
+
+# ---- the speed fix: one trace of the train step, not two ------------------------------------
+
+def test_build_before_tracing_makes_fit_trace_the_train_step_once():
+    """Keras 3 on TF creates optimizer slots and metric state inside the first trace, and
+    tf.function then traces again; runtime.build_before_tracing creates them beforehand."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    def traces_of_first_fit(prebuild: bool) -> int:
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+        model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+        data = tf.data.Dataset.from_tensor_slices((np.zeros((4, 4), "float32"),
+                                                   np.eye(3, dtype="float32")[[0, 1, 2, 0]])).batch(2)
+        if prebuild:
+            assert runtime.build_before_tracing(model, data.element_spec)
+        count, step = [0], model.train_step
+
+        def counted(batch):
+            count[0] += 1
+            return step(batch)
+        model.train_step = counted
+        model.fit(data, epochs=1, verbose=0)
+        return count[0]
+
+    assert traces_of_first_fit(prebuild=False) == 2  # if Keras fixes this upstream, the helper can go
+    assert traces_of_first_fit(prebuild=True) == 1
