@@ -9,7 +9,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
@@ -130,7 +129,6 @@ class Params:
             need(choices is None or v in choices, f"{f.name} must be one of {', '.join(choices or ())}; got {v!r}")
         need(not (self.kd and self.schedule == "init" and not self.teacher),
              "kd needs a teacher: with schedule init there is no dense model, so give --teacher path/model.keras")
-        need(not self.teacher or os.path.isfile(self.teacher), f"teacher: no such file {self.teacher!r}")
         self.config_list  # parses prune_config, raising ParamError if malformed
         return self
 

@@ -33,7 +33,9 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     from .model import multi_unet_model
     from .pruning import AGPCallback, Pruner, model_file_sizes, sparsity_stats
 
-    config_list = params.config_list  # fail on a bad config before loading anything
+    config_list = params.config_list  # fail on a bad config or teacher before loading anything
+    if params.kd and params.teacher and not Path(params.teacher).is_file():
+        raise ParamError(f"teacher: no such file {params.teacher!r}")
     splits = datasets.load(params)
     model = multi_unet_model(params.dropout_rate, splits.n_classes, params.patch_size, params.patch_size, 3)
     history = History(log_dir=out)
@@ -132,8 +134,6 @@ def _fit(model, params, splits, epochs, phase, history, reporter, teacher=None, 
 def _teacher(model, params: Params):
     """The frozen teacher: a saved model if given, else a copy of the dense model."""
     if params.teacher:
-        if not Path(params.teacher).is_file():
-            raise ParamError(f"teacher: no such file {params.teacher!r}")
         teacher = keras.models.load_model(params.teacher, compile=False)
     else:
         # from_config, not clone_model: clone_model re-compiles the copy and cannot
