@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,11 +187,25 @@ def load(experiment: str | os.PathLike) -> Experiment:
             t.final = value if isinstance(value, dict) else {"default": value}
         else:
             t.intermediate.append(value if isinstance(value, dict) else {"default": value})
+    killed = _killed_by_assessor(folder)
     for t in trials.values():
         if t.dir is None:
             t.dir = _trial_dir(folder, t.id, None)
+        if t.status == "USER_CANCELED" and t.id in killed:
+            t.status = "EARLY_STOPPED"
     status = (_registry().get(exp_id) or {}).get("status", "")
     return Experiment(exp_id, folder, config, sorted(trials.values(), key=lambda t: t.sequence), status)
+
+
+def _killed_by_assessor(folder: Path) -> set[str]:
+    """Trials the assessor stopped. NNI 3.0 records them as USER_CANCELED; only the
+    manager's log (`received command from dispatcher: KI, "<id>"`) tells them apart."""
+    log = folder / "log" / "nnimanager.log"
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return set()
+    return set(re.findall(r'received command from dispatcher: KI, "([^"]+)"', text))
 
 
 def _parameters(data: str) -> dict:
