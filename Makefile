@@ -24,7 +24,7 @@ experiment: setup
 	@echo "Web UI: http://127.0.0.1:$(PORT)   (stop with: make stop)"
 
 stop:
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nnictl stop --all
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nnictl stop --port $(PORT)
 
 test: setup
 	$(BIN)/python -m pytest -q tests
