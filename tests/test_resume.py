@@ -21,9 +21,9 @@ from test_robustness import running_experiment
 
 pytestmark = pytest.mark.slow
 
-# Three short epochs (no pruning: this is about processes and files, not the model).
-TRIAL = ("--patch_size 32 --patch_stride 160 --val_fraction 0.1 --batch_size 8 "
-         "--schedule init --sparsity 0 --epochs 3 --finetune_epochs 0 --threads 1")
+# Six epochs of a few seconds each, so the stop lands mid-trial even on an idle machine (no pruning: this is about processes and files, not the model).
+TRIAL = ("--patch_size 32 --val_fraction 0.1 --batch_size 8 "
+         "--schedule init --sparsity 0 --epochs 6 --finetune_epochs 0 --threads 1")
 
 
 def wait_for(predicate, timeout, what):
@@ -55,7 +55,7 @@ def test_stop_mid_epoch_then_resume(tmp_path):
         first = wait_for(lambda: next((t for t in exp.trials() if t["status"] == "RUNNING"), None), 120,
                          "the first trial to start")["trialJobId"]
         wait_for(lambda: trial_processes(exp.id), 60, "the trial process")  # the check below can see one
-        # One epoch reported => the trial is in its second epoch (of three): stop now.
+        # One epoch reported => the trial is in its second epoch (of six): stop now.
         wait_for(lambda: final_and_intermediate(exp.metrics(first))[1], 240, "the first epoch to end")
         stopped = subprocess.run([NNICTL, "stop", exp.id], env=exp.env, capture_output=True, text=True, timeout=120)
         assert stopped.returncode == 0, stopped.stderr
