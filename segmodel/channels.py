@@ -1,0 +1,349 @@
+"""Channel pruning with a real speedup, for functional Keras 3 models.
+
+NNI's TensorFlow pruners only make masks and its ModelSpeedup is PyTorch-only, so
+this is ours. `plan()` ranks the output channels (filters) of every Conv/Dense layer
+that `config_list` selects, NNI's L1NormPruner / L2NormPruner / FPGMPruner criteria,
+dependency-aware: it walks the functional graph through the model's public config,
+following which channels of each tensor come from which producer, so that
+
+- a consumer's input slice moves with each source's kept channels through
+  Concatenate (the U-Net's skips) and channel-wise layers (BN, pooling, dropout,
+  activations, upsampling, padding);
+- producers joined by Add/Multiply/... are tied: they keep the same channels, ranked
+  by the group's summed criterion, pruned at the smallest sparsity asked of any member
+  (NNI's dependency-aware mode);
+- channels that reach a model output are never removed (the head keeps its classes);
+- a layer it does not understand on a pruned path is a ParamError naming it.
+
+`rebuild()` then builds a physically thinner model from the edited config
+(`filters`/`units`) and copies the kept filters and input slices over: fewer
+parameters, fewer FLOPs, a smaller file, faster everywhere, no masks left.
+
+    thin = rebuild(model, plan(model, [{"sparsity": 0.5, "op_types": ["default"]}], "l1"))
+
+Before any fine-tuning `thin` computes what `masked_copy(model, plan)` computes (the
+removed filters zeroed) wherever the activations after a pruned conv map 0 to 0
+(ReLU, linear, tanh...); after a sigmoid the removed channel's constant 0.5 is
+dropped rather than carried into the next layer's bias.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from .errors import ParamError
+from .pruning import layer_targets
+
+CRITERIA = ("l1", "l2", "fpgm")
+# Layers that make new channels from all input channels; (input axis, output axis) of the kernel.
+PRODUCERS = {"Conv1D": (-2, -1), "Conv2D": (-2, -1), "Conv3D": (-2, -1), "Dense": (-2, -1),
+             "Conv1DTranspose": (-1, -2), "Conv2DTranspose": (-1, -2), "Conv3DTranspose": (-1, -2)}
+# Channel c of the output depends on channel c of the input only.
+CHANNELWISE = {
+    "InputLayer", "Identity", "BatchNormalization", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
+    "SpatialDropout3D", "GaussianDropout", "GaussianNoise", "AlphaDropout", "ActivityRegularization",
+    "ReLU", "LeakyReLU", "ELU", "Activation",
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
+    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+    "UpSampling1D", "UpSampling2D", "UpSampling3D", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+    "Cropping1D", "Cropping2D", "Cropping3D",
+}
+TIES = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}  # element-wise merges
+CHANNEL_MIXING_ACTIVATIONS = {"softmax", "log_softmax"}  # normalize across channels: nothing may go
+
+Entry = tuple  # (producer name, channel index), or None: a channel no pruning can remove
+
+
+@dataclass
+class ChannelPlan:
+    """What to keep: `keep[producer]` = kept output channels (sorted); `inputs[layer]` =
+    kept positions of that layer's input tensor (for slicing kernels and BN vectors)."""
+    keep: dict[str, np.ndarray]
+    inputs: dict[str, np.ndarray]
+    criterion: str
+    channels: dict[str, int] = field(default_factory=dict)  # producer -> channels before pruning
+
+    @property
+    def removed(self) -> dict[str, int]:
+        return {name: self.channels[name] - len(k) for name, k in self.keep.items()}
+
+    def stats(self, targets=None) -> dict:
+        """Fraction of output channels removed over `targets` (default: every producer)."""
+        names = list(self.channels) if targets is None else [n for n in targets if n in self.channels]
+        total = sum(self.channels[n] for n in names)
+        return {"channel_sparsity": sum(self.removed[n] for n in names) / total if total else 0.0}
+
+
+# ---- the graph --------------------------------------------------------------------------
+
+def _tensor_refs(value) -> list[tuple[str, int]]:
+    """(layer name, output index) of every Keras tensor in a serialized call argument."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            name, _, index = value["config"]["keras_history"]
+            return [(name, index)]
+        return [ref for v in value.values() for ref in _tensor_refs(v)]
+    if isinstance(value, (list, tuple)):
+        return [ref for v in value for ref in _tensor_refs(v)]
+    return []
+
+
+def _graph(model: keras.Model) -> tuple[list[dict], list[tuple[str, int]]]:
+    """The config's layers in topological order, each with `inputs` = producer refs."""
+    config = model.get_config() if isinstance(model, keras.Model) else {}
+    if not config.get("layers") or "inbound_nodes" not in config["layers"][0]:
+        raise ParamError(f"channel pruning needs a functional Keras model; {model.name!r} is a "
+                         f"{type(model).__name__}")
+    layers = {}
+    for spec in config["layers"]:
+        nodes = spec.get("inbound_nodes") or []
+        if len(nodes) > 1:
+            raise ParamError(f"layer {spec['name']!r} ({spec['class_name']}) is called {len(nodes)} times; "
+                             "channel pruning needs each layer called once")
+        refs = _tensor_refs(nodes[0]) if nodes else []
+        layers[spec["name"]] = {**spec, "inputs": refs}
+    order, done = [], set()
+
+    def visit(name):  # depth-first, producers first
+        if name in done:
+            return
+        done.add(name)
+        for src, _ in layers[name]["inputs"]:
+            visit(src)
+        order.append(layers[name])
+
+    for name in layers:
+        visit(name)
+    outputs = config["output_layers"]
+    outputs = [outputs] if outputs and isinstance(outputs[0], str) else outputs
+    return order, [(name, index) for name, _, index in outputs]
+
+
+def _channel_axis_is_last(axis, rank: int) -> bool:
+    axes = axis if isinstance(axis, (list, tuple)) else [axis]
+    return len(axes) == 1 and axes[0] in (-1, rank - 1)
+
+
+class _UnionFind:
+    def __init__(self):
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def _trace(model: keras.Model):
+    """Which producer channel each channel of each tensor is, plus the ties, the
+    channels pinned (kept whatever happens) and the unsupported layers' inputs."""
+    order, outputs = _graph(model)
+    maps: dict[tuple[str, int], list[Entry | None]] = {}
+    ties, pinned = _UnionFind(), set()  # pinned: {(producer, index)}
+    consumes: dict[str, list] = {}      # layer -> its input map (producers and weighted channel-wise layers)
+    blockers: list[tuple[str, str, list]] = []  # (name, class, input entries) of layers we can't see through
+    producers: dict[str, int] = {}
+
+    def fixed(n: int) -> list:
+        return [None] * n
+
+    def tie(name, cls, sources: list[list]):
+        columns = list(zip(*sources))
+        if len({len(s) for s in sources}) != 1 \
+                or any(len({e[1] for e in column if e is not None}) > 1 for column in columns):
+            # e.g. Add(concat(a, b), c): channel i of one input is not channel i of the other's producer
+            blockers.append((name, f"{cls} of channels that do not line up", [e for s in sources for e in s]))
+            return fixed(len(sources[0]))
+        out = []
+        for column in columns:
+            real = [e for e in column if e is not None]
+            if not real:
+                out.append(None)
+                continue
+            for producer, _ in real[1:]:
+                ties.union(producer, real[0][0])
+            if len(real) < len(column):  # tied to a channel nothing can remove
+                pinned.update(real)
+            out.append(real[0])
+        return out
+
+    for spec in order:
+        name, cls, cfg = spec["name"], spec["class_name"], spec["config"]
+        layer = model.get_layer(name)
+        sources = [maps[ref] for ref in spec["inputs"]]
+        out_shapes = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
+        out_channels = [int(t.shape[-1]) if len(t.shape) > 1 else 1 for t in out_shapes]
+        rank = len(out_shapes[0].shape)
+        if cls == "InputLayer":
+            out = fixed(out_channels[0])
+        elif cls in PRODUCERS and len(sources) == 1 and cfg.get("groups", 1) == 1:
+            consumes[name] = sources[0]
+            producers[name] = out_channels[0]
+            out = [(name, i) for i in range(out_channels[0])]
+        elif cls == "Concatenate" and _channel_axis_is_last(cfg.get("axis", -1), rank):
+            out = [e for s in sources for e in s]
+        elif cls == "Concatenate" or cls in TIES:
+            out = tie(name, cls, sources)
+        elif cls in CHANNELWISE and len(sources) == 1 \
+                and (cls != "BatchNormalization" or _channel_axis_is_last(cfg.get("axis", -1), rank)):
+            out = sources[0]
+            if layer.weights:
+                consumes[name] = sources[0]
+            if cls == "Activation" and str(cfg.get("activation")) in CHANNEL_MIXING_ACTIVATIONS:
+                pinned.update(e for e in out if e is not None)
+        elif cls == "Softmax" and _channel_axis_is_last(cfg.get("axis", -1), rank) and len(sources) == 1:
+            out = sources[0]
+            pinned.update(e for e in out if e is not None)
+        else:
+            blockers.append((name, cls, [e for s in sources for e in s]))
+            for i, n in enumerate(out_channels):
+                maps[(name, i)] = fixed(n)
+            continue
+        maps[(name, 0)] = out
+    for ref in outputs:
+        pinned.update(e for e in maps[ref] if e is not None)
+    return maps, ties, pinned, consumes, blockers, producers
+
+
+# ---- ranking ----------------------------------------------------------------------------------
+
+def filters_of(layer) -> np.ndarray:
+    """The layer's kernel as (output channels, everything else)."""
+    kernel = np.asarray(layer.kernel.numpy(), np.float64)
+    out_axis = PRODUCERS[type(layer).__name__][1]
+    return np.moveaxis(kernel, out_axis, 0).reshape(kernel.shape[out_axis], -1)
+
+
+def importance(filters: np.ndarray, criterion: str) -> np.ndarray:
+    """Per-filter score, low = pruned first: L1 or L2 norm, or for FPGM the summed
+    Euclidean distance to all other filters (filters near the geometric median are
+    the most replaceable; He et al. 2019, NNI's FPGMPruner)."""
+    if criterion == "l1":
+        return np.abs(filters).sum(1)
+    if criterion == "l2":
+        return np.sqrt((filters ** 2).sum(1))
+    if criterion == "fpgm":
+        diff = filters[:, None, :] - filters[None, :, :]
+        return np.sqrt((diff ** 2).sum(-1)).sum(1)
+    raise ParamError(f"channel_criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
+
+
+def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1") -> ChannelPlan:
+    """Rank and choose the channels to keep. `config_list` is NNI's (see pruning.layer_targets);
+    sparsity = fraction of a layer's output channels removed, int(C * s), at least one kept."""
+    if criterion not in CRITERIA:
+        raise ParamError(f"channel_criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
+    targets = layer_targets(model, config_list) if config_list else {}
+    maps, ties, pinned, consumes, blockers, producers = _trace(model)
+    groups: dict[str, list[str]] = {}
+    for name in producers:
+        groups.setdefault(ties.find(name), []).append(name)
+
+    keep: dict[str, np.ndarray] = {}
+    for members in groups.values():
+        channels = producers[members[0]]
+        if any(producers[m] != channels for m in members):
+            raise ParamError(f"layers {', '.join(members)} are tied (added or multiplied) but have "
+                             "different widths; exclude them in config_list")
+        sparsity = min(targets.get(m, 0.0) for m in members)  # a member not selected keeps the group whole
+        n_remove = min(int(channels * sparsity), channels - 1)
+        kept = np.ones(channels, bool)
+        if n_remove > 0:
+            score = sum(importance(filters_of(model.get_layer(m)), criterion) for m in members)
+            locked = {idx for p, idx in pinned if p in members}
+            candidates = [i for i in np.argsort(score, kind="stable") if i not in locked]
+            kept[candidates[:n_remove]] = False
+        for m in members:
+            keep[m] = np.flatnonzero(kept)
+
+    keep_sets = {p: set(k.tolist()) for p, k in keep.items()}
+
+    def alive(entry) -> bool:
+        return entry is None or entry[1] in keep_sets[entry[0]]
+
+    for name, cls, entries in blockers:
+        cut = sorted({e[0] for e in entries if e is not None and not alive(e)})
+        if cut:
+            raise ParamError(f"channel pruning cannot see through layer {name!r} ({cls}), which uses channels "
+                             f"of pruned layer{'s' * (len(cut) > 1)} {', '.join(cut)}; exclude "
+                             f"{'them' if len(cut) > 1 else 'it'} in config_list")
+    inputs = {name: np.array([i for i, e in enumerate(entries) if alive(e)], int)
+              for name, entries in consumes.items()}
+    return ChannelPlan(keep=keep, inputs=inputs, criterion=criterion, channels=dict(producers))
+
+
+# ---- speedup ------------------------------------------------------------------------------
+
+def resized_config(config: dict, channels: dict[str, int] | None = None, input_shape=None) -> dict:
+    """A copy of a functional model's config with new producer widths and/or input
+    side; build configs are dropped so every layer builds for its new inputs."""
+    config = copy.deepcopy(config)
+    for spec in config["layers"]:
+        spec.pop("build_config", None)
+        cfg = spec["config"]
+        if channels and spec["name"] in channels:
+            cfg["units" if spec["class_name"] == "Dense" else "filters"] = int(channels[spec["name"]])
+        if input_shape is not None and spec["class_name"] == "InputLayer":
+            cfg["batch_shape"] = [cfg["batch_shape"][0], *input_shape]
+    return config
+
+
+def rebuild(model: keras.Model, channel_plan: ChannelPlan) -> keras.Model:
+    """The physically thinner model: same graph and names, kept filters and input slices."""
+    widths = {name: len(k) for name, k in channel_plan.keep.items()}
+    thin = keras.Model.from_config(resized_config(model.get_config(), widths))
+    for layer in thin.layers:
+        old = model.get_layer(layer.name)
+        if not old.weights:
+            continue
+        kind = type(old).__name__
+        if kind in PRODUCERS and layer.name in channel_plan.keep:
+            in_axis, out_axis = PRODUCERS[kind]
+            kernel = np.take(old.kernel.numpy(), channel_plan.inputs[layer.name], axis=in_axis)
+            layer.kernel.assign(np.take(kernel, channel_plan.keep[layer.name], axis=out_axis))
+            if old.bias is not None:
+                layer.bias.assign(old.bias.numpy()[channel_plan.keep[layer.name]])
+        elif layer.name in channel_plan.inputs:  # a weighted channel-wise layer: BN's vectors
+            for new, w in zip(layer.weights, old.weights):
+                new.assign(np.take(w.numpy(), channel_plan.inputs[layer.name], axis=-1))
+        else:
+            layer.set_weights(old.get_weights())
+    return thin
+
+
+def masked_copy(model: keras.Model, channel_plan: ChannelPlan) -> keras.Model:
+    """A same-size copy with every removed filter zeroed (kernel slice and bias) and the
+    BatchNormalization that follows made to output exactly 0 there (gamma = beta = 0):
+    the reference the thin model must match."""
+    masked = keras.Model.from_config(model.get_config())
+    masked.set_weights(model.get_weights())
+    for name, kept in channel_plan.keep.items():
+        layer = masked.get_layer(name)
+        out_axis = PRODUCERS[type(layer).__name__][1]
+        removed = np.setdiff1d(np.arange(channel_plan.channels[name]), kept)
+        kernel = layer.kernel.numpy()
+        index = [slice(None)] * kernel.ndim
+        index[out_axis] = removed
+        kernel[tuple(index)] = 0
+        layer.kernel.assign(kernel)
+        if layer.bias is not None:
+            bias = layer.bias.numpy()
+            bias[removed] = 0
+            layer.bias.assign(bias)
+    for layer in masked.layers:
+        if type(layer).__name__ == "BatchNormalization" and layer.name in channel_plan.inputs:
+            for w in (layer.gamma, layer.beta):
+                if w is not None:
+                    v = w.numpy()
+                    v[np.setdiff1d(np.arange(v.shape[-1]), channel_plan.inputs[layer.name])] = 0
+                    w.assign(v)
+    return masked

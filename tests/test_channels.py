@@ -1,0 +1,202 @@
+"""Channel pruning: dependency-aware plans, the thin rebuild equal to the masked model,
+NNI's criteria and config_list semantics, the errors, and FLOPs counted from layers."""
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from segmodel.channels import importance, masked_copy, plan, rebuild
+from segmodel.errors import ParamError
+from segmodel.flops import count_flops
+from segmodel.model import multi_unet_model
+
+HALF = [{"sparsity": 0.5, "op_types": ["default"]}]
+
+
+def branchy_model():
+    """Every kind of dependency: BN, an Add of two convs (tied), pooling, upsampling,
+    a channel Concatenate (skip), Conv2DTranspose, padding/cropping, and a Dense head
+    after global pooling next to a conv head."""
+    inp = keras.Input((16, 16, 3), name="x")
+    a = layers.Conv2D(8, 3, padding="same", name="a")(inp)
+    a = layers.BatchNormalization(name="a_bn")(a)
+    a = layers.ReLU(name="a_relu")(a)
+    b = layers.Conv2D(8, 3, padding="same", activation="relu", name="b")(a)
+    c = layers.Conv2D(8, 1, name="c")(a)
+    s = layers.Add(name="add")([b, c])                       # b and c are tied
+    p = layers.MaxPooling2D(name="pool")(s)
+    d = layers.Conv2D(12, 3, padding="same", activation="relu", name="d")(p)
+    d = layers.Dropout(0.3, name="drop")(d)
+    u = layers.Conv2DTranspose(6, 2, strides=2, name="up")(d)
+    u = layers.Cropping2D(1, name="crop")(layers.ZeroPadding2D(1, name="pad")(u))
+    m = layers.concatenate([u, s, layers.UpSampling2D(2, name="ups")(d)], name="cat")  # 6 + 8 + 12
+    e = layers.Conv2D(10, 3, padding="same", activation="relu", name="e")(m)
+    e = layers.BatchNormalization(name="e_bn")(e)
+    seg = layers.Conv2D(4, 1, activation="softmax", name="seg")(e)
+    g = layers.GlobalAveragePooling2D(name="gap")(e)
+    h = layers.Dense(16, activation="relu", name="fc")(g)
+    cls = layers.Dense(3, name="cls")(h)
+    return keras.Model(inp, [seg, cls], name="branchy")
+
+
+def _randomize(model, seed=0):
+    """Weights far from init (BN statistics included) so every channel matters."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        v = rng.normal(0, 0.5, w.shape).astype("float32")
+        w.assign(np.abs(v) + 0.5 if "variance" in w.name else v)
+    return model
+
+
+def _outputs(model, x):
+    out = model(x, training=False)
+    return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
+
+
+def _assert_equal_outputs(a, b, x):
+    for oa, ob in zip(_outputs(a, x), _outputs(b, x)):
+        assert oa.shape == ob.shape
+        np.testing.assert_allclose(oa, ob, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(oa).max()))
+
+
+X16 = np.random.default_rng(1).random((2, 16, 16, 3), dtype=np.float32)
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "fpgm"])
+def test_thin_branchy_model_equals_masked_model(criterion):
+    model = _randomize(branchy_model())
+    p = plan(model, HALF, criterion)
+    thin, masked = rebuild(model, p), masked_copy(model, p)
+    _assert_equal_outputs(thin, masked, X16)
+    # pruning really happened and changed what the model computes
+    assert any(np.abs(o1 - o2).max() > 1e-3 for o1, o2 in zip(_outputs(model, X16), _outputs(masked, X16)))
+    assert thin.count_params() < model.count_params()
+    widths = {l.name: (l.filters if hasattr(l, "filters") else l.units)
+              for l in thin.layers if hasattr(l, "kernel")}
+    # tied pair shares one keep set; the outputs' producers (seg, cls) keep every channel
+    assert widths == {"a": 4, "b": 4, "c": 4, "d": 6, "up": 3, "e": 5, "fc": 8, "seg": 4, "cls": 3}
+    np.testing.assert_array_equal(p.keep["b"], p.keep["c"])
+    assert thin.get_layer("e").kernel.shape[2] == 3 + 4 + 6   # the concat consumer's input slice
+
+
+def test_thin_unet_equals_masked_unet_and_is_smaller():
+    keras.utils.set_random_seed(0)
+    model = _randomize(multi_unet_model(0.1, 6, 32, 32, 3))
+    p = plan(model, HALF, "l1")
+    thin, masked = rebuild(model, p), masked_copy(model, p)
+    x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    _assert_equal_outputs(thin, masked, x)
+    assert thin.output_shape == model.output_shape                 # the head keeps its 6 classes
+    assert thin.get_layer("logits").filters == 6
+    assert thin.get_layer("up1_conv1").kernel.shape[2] == 64 + 64  # transpose + skip, each halved
+    assert count_flops(model) / count_flops(thin) >= 3.5
+    assert thin.count_params() < 0.3 * model.count_params()
+
+
+def test_thin_model_saves_and_loads_in_plain_keras(tmp_path):
+    model = _randomize(branchy_model())
+    thin = rebuild(model, plan(model, HALF, "l2"))
+    thin.save(tmp_path / "thin.keras")
+    loaded = keras.models.load_model(tmp_path / "thin.keras", compile=False)
+    _assert_equal_outputs(loaded, thin, X16)
+
+
+def test_at_least_one_channel_stays():
+    model = branchy_model()
+    p = plan(model, [{"sparsity": 0.99, "op_types": ["default"]}], "l1")
+    assert {n: len(k) for n, k in p.keep.items() if n not in ("seg", "cls")} == \
+        {"a": 1, "b": 1, "c": 1, "d": 1, "up": 1, "e": 1, "fc": 1}
+    _assert_equal_outputs(rebuild(model, p), masked_copy(model, p), X16)
+
+
+def test_config_list_exclude_op_names_and_last_match():
+    model = branchy_model()
+    p = plan(model, [{"sparsity": 0.5, "op_types": ["Conv2D"]},
+                     {"exclude": True, "op_names": ["d"]},
+                     {"sparsity": 0.25, "op_names": ["e"]}], "l1")
+    kept = {n: len(k) for n, k in p.keep.items()}
+    assert kept["a"] == 4 and kept["d"] == 12 and kept["e"] == 10 - 2
+    assert kept["up"] == 6 and kept["fc"] == 16        # Conv2DTranspose and Dense not selected
+    # a tied group is pruned at the smallest sparsity of its members: c alone selected -> b keeps c whole
+    p = plan(model, [{"sparsity": 0.5, "op_names": ["c"]}], "l1")
+    assert len(p.keep["c"]) == len(p.keep["b"]) == 8
+    assert p.stats()["channel_sparsity"] == 0.0
+
+
+def test_tied_group_ranked_by_summed_criterion():
+    inp = keras.Input((4, 4, 2))
+    b = layers.Conv2D(4, 1, use_bias=False, name="b")(inp)
+    c = layers.Conv2D(4, 1, use_bias=False, name="c")(inp)
+    out = layers.Conv2D(2, 1, name="head")(layers.Add()([b, c]))
+    model = keras.Model(inp, out)
+    # per-filter L1: b = [1, 9, 5, 2], c = [9, 1, 5, 1] -> sums [10, 10, 10, 3]: filter 3 goes
+    model.get_layer("b").kernel.assign(np.array([[[[1, 9, 5, 2], [0, 0, 0, 0]]]], "float32"))
+    model.get_layer("c").kernel.assign(np.array([[[[9, 1, 5, 1], [0, 0, 0, 0]]]], "float32"))
+    p = plan(model, [{"sparsity": 0.25, "op_names": ["b", "c"]}], "l1")
+    np.testing.assert_array_equal(p.keep["b"], [0, 1, 2])
+    np.testing.assert_array_equal(p.keep["c"], [0, 1, 2])
+
+
+def test_each_criterion_ranks_a_constructed_kernel():
+    # five 1x1 filters over 2 inputs, as points: (0,0) (1,0) (0,1) (5,5) (0.4,0.4)
+    points = np.array([[0, 0], [1, 0], [0, 1], [5, 5], [0.4, 0.4]], "float32")
+    np.testing.assert_allclose(importance(points, "l1"), [0, 1, 1, 10, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(importance(points, "l2"), [0, 1, 1, 50 ** 0.5, 0.32 ** 0.5], rtol=1e-6)
+    inp = keras.Input((4, 4, 2))
+    model = keras.Model(inp, layers.Conv2D(2, 1, name="head")(layers.Conv2D(5, 1, name="k")(inp)))
+    model.get_layer("k").kernel.assign(points.T[None, None])
+    removed = {}
+    for criterion in ("l1", "l2", "fpgm"):
+        kept = plan(model, [{"sparsity": 0.2, "op_names": ["k"]}], criterion).keep["k"]
+        removed[criterion] = sorted(set(range(5)) - set(kept.tolist()))
+    # L1/L2 drop the smallest filter; FPGM the one nearest the geometric median, (0.4, 0.4)
+    assert removed == {"l1": [0], "l2": [0], "fpgm": [4]}
+    # L1 and L2 disagree when one filter is spread out and another concentrated
+    spread = np.array([[1, 1, 1, 1], [3, 0, 0, 0], [9, 9, 9, 9]], "float32")
+    assert np.argmin(importance(spread, "l1")) == 1 and np.argmin(importance(spread, "l2")) == 0
+
+
+def test_unsupported_layer_on_a_pruned_path_is_one_line_naming_it():
+    inp = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, name="conv")(inp)
+    x = layers.Flatten(name="flat")(x)
+    model = keras.Model(inp, layers.Dense(2, name="out")(x))
+    with pytest.raises(ParamError, match=r"'flat' \(Flatten\).*pruned layer conv") as e:
+        plan(model, HALF, "l1")
+    assert "\n" not in str(e.value)
+    # excluding the conv feeding it makes the model prunable (nothing to prune here, then)
+    p = plan(model, HALF + [{"exclude": True, "op_names": ["conv"]}], "l1")
+    assert len(p.keep["conv"]) == 4
+    # a layer that mixes channels on a pruned path, and a channels-not-last BatchNormalization
+    for make, name, kind in [(lambda x: layers.LayerNormalization(name="ln")(x), "ln", "LayerNormalization"),
+                             (lambda x: layers.DepthwiseConv2D(3, name="dw")(x), "dw", "DepthwiseConv2D"),
+                             (lambda x: layers.BatchNormalization(axis=1, name="bn1")(x), "bn1",
+                              "BatchNormalization")]:
+        inp = keras.Input((8, 8, 3))
+        y = make(layers.Conv2D(4, 1, name="conv")(inp))
+        model = keras.Model(inp, layers.Conv2D(2, 1, name="head")(y))
+        with pytest.raises(ParamError, match=rf"'{name}' \({kind}\)"):
+            plan(model, HALF, "l1")
+
+
+def test_not_functional_and_bad_criterion_and_config():
+    seq = keras.Sequential([keras.Input((4, 4, 3)), layers.Conv2D(2, 1)])
+    with pytest.raises(ParamError, match="functional"):
+        plan(seq, HALF, "l1")
+    with pytest.raises(ParamError, match="channel_criterion"):
+        plan(branchy_model(), HALF, "l3")
+    with pytest.raises(ParamError, match=r"sparsity must be a number in \[0, 1\)"):
+        plan(branchy_model(), [{"sparsity": 1.0, "op_types": ["default"]}], "l1")
+
+
+def test_flops_counted_from_layers():
+    inp = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 3, padding="same")(inp)                 # 16*16 * 9*3 * 8
+    x = layers.Conv2D(4, 3, strides=2, padding="same")(x)        # 8*8 * 9*8 * 4
+    x = layers.Conv2DTranspose(2, 2, strides=2)(x)               # 8*8 (input) * 4*4 * 2
+    x = layers.Dense(5)(x)                                       # 16*16 * 2*5
+    y = layers.Dense(7)(layers.GlobalAveragePooling2D()(x))      # 5*7
+    model = keras.Model(inp, y)
+    assert count_flops(model) == 16 * 16 * 27 * 8 + 8 * 8 * 72 * 4 + 8 * 8 * 16 * 2 + 16 * 16 * 10 + 35
+    unet = multi_unet_model(0.1, 6, 64, 64, 3)
+    assert count_flops(unet) == 4 * count_flops(multi_unet_model(0.1, 6, 32, 32, 3))
