@@ -35,9 +35,9 @@ import keras
 import numpy as np
 
 from .errors import ParamError
+from .params import CRITERIA
 from .pruning import layer_targets
 
-CRITERIA = ("l1", "l2", "fpgm")
 # Layers that make new channels from all input channels; (input axis, output axis) of the kernel.
 PRODUCERS = {"Conv1D": (-2, -1), "Conv2D": (-2, -1), "Conv3D": (-2, -1), "Dense": (-2, -1),
              "Conv1DTranspose": (-1, -2), "Conv2DTranspose": (-1, -2), "Conv3DTranspose": (-1, -2)}
@@ -66,16 +66,16 @@ class ChannelPlan:
     inputs: dict[str, np.ndarray]
     criterion: str
     channels: dict[str, int] = field(default_factory=dict)  # producer -> channels before pruning
+    targets: tuple = ()                                      # the producers config_list selects
 
     @property
     def removed(self) -> dict[str, int]:
         return {name: self.channels[name] - len(k) for name, k in self.keep.items()}
 
-    def stats(self, targets=None) -> dict:
-        """Fraction of output channels removed over `targets` (default: every producer)."""
-        names = list(self.channels) if targets is None else [n for n in targets if n in self.channels]
-        total = sum(self.channels[n] for n in names)
-        return {"channel_sparsity": sum(self.removed[n] for n in names) / total if total else 0.0}
+    def stats(self) -> dict:
+        """Measured: the fraction of the selected layers' output channels that were removed."""
+        total = sum(self.channels[n] for n in self.targets)
+        return {"channel_sparsity": sum(self.removed[n] for n in self.targets) / total if total else 0.0}
 
 
 # ---- the graph --------------------------------------------------------------------------
@@ -278,7 +278,8 @@ def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1") -> 
                              f"{'them' if len(cut) > 1 else 'it'} in config_list")
     inputs = {name: np.array([i for i, e in enumerate(entries) if alive(e)], int)
               for name, entries in consumes.items()}
-    return ChannelPlan(keep=keep, inputs=inputs, criterion=criterion, channels=dict(producers))
+    return ChannelPlan(keep=keep, inputs=inputs, criterion=criterion, channels=dict(producers),
+                       targets=tuple(n for n in producers if targets.get(n)))
 
 
 # ---- speedup ------------------------------------------------------------------------------
@@ -318,6 +319,12 @@ def rebuild(model: keras.Model, channel_plan: ChannelPlan) -> keras.Model:
         else:
             layer.set_weights(old.get_weights())
     return thin
+
+
+def prune(model: keras.Model, config_list: list[dict], criterion: str = "l1") -> tuple[keras.Model, ChannelPlan]:
+    """plan + rebuild: the thin model (a new object: compile and fit that one) and its plan."""
+    channel_plan = plan(model, config_list, criterion)
+    return rebuild(model, channel_plan), channel_plan
 
 
 def masked_copy(model: keras.Model, channel_plan: ChannelPlan) -> keras.Model:

@@ -15,6 +15,8 @@ from typing import Any, Mapping
 from .errors import ParamError
 
 SCHEDULES = ("init", "oneshot", "agp")
+PRUNE_MODES = ("weight", "channel")
+CRITERIA = ("l1", "l2", "fpgm")
 OBJECTIVES = ("accuracy", "iou")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
@@ -38,7 +40,12 @@ class Params:
     batch_size: int = _p(8, "patches per training step")
     epochs: int = _p(4, "epochs of training before pruning (oneshot), or in all (init, agp)")
     finetune_epochs: int = _p(2, "epochs of fine-tuning after pruning (oneshot, agp)")
-    sparsity: float = _p(0.8, "fraction of weights zeroed in every pruned layer (0 = no pruning)")
+    sparsity: float = _p(0.8, "fraction of weights zeroed (weight mode) or of output channels removed (channel "
+                              "mode) in every pruned layer (0 = no pruning)")
+    prune_mode: str = _p("weight", "weight: zero single weights (same-size model) | channel: remove whole "
+                                   "filters and rebuild a thinner, faster model", choices=PRUNE_MODES)
+    channel_criterion: str = _p("l1", "channel mode: which filters go first: " + " | ".join(CRITERIA)
+                                + " (NNI's L1Norm/L2Norm/FPGM pruners)", choices=CRITERIA)
     schedule: str = _p("oneshot", "when to prune: " + " | ".join(SCHEDULES), choices=SCHEDULES)
     prune_config: str = _p("", "NNI config_list as JSON (overrides --sparsity), or a path to a JSON file")
     agp_steps: int = _p(0, "AGP: optimizer steps from 0 to the target sparsity (0 = all fine-tuning steps but the last epoch)")
@@ -127,6 +134,8 @@ class Params:
             choices = f.metadata.get("choices")
             v = getattr(self, f.name)
             need(choices is None or v in choices, f"{f.name} must be one of {', '.join(choices or ())}; got {v!r}")
+        need(not (self.prune_mode == "channel" and self.schedule == "agp"),
+             "schedule agp raises weight sparsity gradually; prune_mode channel runs with schedule oneshot or init")
         need(not (self.kd and self.schedule == "init" and not self.teacher),
              "kd needs a teacher: with schedule init there is no dense model, so give --teacher path/model.keras")
         self.config_list  # parses prune_config, raising ParamError if malformed

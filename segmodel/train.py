@@ -5,6 +5,9 @@ Schedules (same total epochs, `epochs + finetune_epochs`, for each):
   init     prune right after building, then train all epochs with masks (the seed's order)
   oneshot  train dense `epochs`, prune to the target at once, fine-tune `finetune_epochs`
   agp      train dense `epochs`, then raise sparsity on the cubic AGP schedule while fine-tuning
+
+With `prune_mode channel` pruning removes whole filters: the model is rebuilt thinner
+(segmodel.channels) at the pruning point, and the thin model is what trains on and is saved.
 """
 from __future__ import annotations
 
@@ -29,7 +32,9 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
 
     precision = runtime.configure(params)
 
+    from . import channels
     from . import data as datasets
+    from .flops import count_flops
     from .model import multi_unet_model
     from .pruning import AGPCallback, Pruner, model_file_sizes, sparsity_stats
 
@@ -39,7 +44,10 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     splits = datasets.load(params)
     model = multi_unet_model(params.dropout_rate, splits.n_classes, params.patch_size, params.patch_size, 3)
     history = History(log_dir=out)
-    pruner = Pruner(model, config_list) if config_list else None
+    dense_size = {"dense_params": model.count_params(), "dense_flops": count_flops(model)}
+    channel = params.prune_mode == "channel" and bool(config_list)
+    pruner = Pruner(model, config_list) if config_list and params.prune_mode == "weight" else None
+    thin_plan = channels.plan(model, config_list, params.channel_criterion) if channel else None  # fails fast
     steps_per_epoch = max(1, math.ceil(splits.n_train / params.batch_size))
     dense: dict = {}
 
@@ -47,6 +55,8 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
         if params.schedule == "init":
             if pruner:
                 pruner.prune()
+            if channel:
+                model, thin_plan = channels.prune(model, config_list, params.channel_criterion)
             teacher = _teacher(model, params) if params.kd else None  # kd needs --teacher here (validated)
             _fit(model, params, splits, params.epochs + params.finetune_epochs, "pruned", history, reporter,
                  teacher=teacher)
@@ -55,7 +65,9 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
             dense = evaluate(model, splits, params)
             teacher = _teacher(model, params) if params.kd else None
             callbacks = []
-            if pruner and params.schedule == "oneshot":
+            if channel:
+                model, thin_plan = channels.prune(model, config_list, params.channel_criterion)
+            elif pruner and params.schedule == "oneshot":
                 pruner.prune()
             elif pruner:  # agp: masks attached (all ones) before the train function is traced
                 pruner.prune(fraction=0.0)
@@ -76,12 +88,18 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
         pruner.strip()
     final = evaluate(model, splits, params)
     stats = sparsity_stats(model, pruner.targets if pruner else [])
+    if thin_plan:  # nothing is zero in a thin model: its sparsity is the share of the dense parameters gone
+        stats.update(sparsity=1 - stats["params"] / dense_size["dense_params"], **thin_plan.stats())
     metrics = {
         "default": final["iou"] if params.objective == "iou" else final["accuracy"],
         **{k: v for k, v in final.items() if k != "class_iou"},
         **{f"iou_{name}": v for name, v in final["class_iou"].items()},
         **stats,
         **({"dense_accuracy": dense["accuracy"], "dense_iou": dense["iou"]} if dense else {}),
+        **dense_size,
+        "flops": count_flops(model),
+        "prune_mode": params.prune_mode,
+        **({"channel_criterion": params.channel_criterion} if params.prune_mode == "channel" else {}),
         "schedule": params.schedule,
         "kd": int(params.kd),
         "precision": precision,

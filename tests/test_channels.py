@@ -200,3 +200,75 @@ def test_flops_counted_from_layers():
     assert count_flops(model) == 16 * 16 * 27 * 8 + 8 * 8 * 72 * 4 + 8 * 8 * 16 * 2 + 16 * 16 * 10 + 35
     unet = multi_unet_model(0.1, 6, 64, 64, 3)
     assert count_flops(unet) == 4 * count_flops(multi_unet_model(0.1, 6, 32, 32, 3))
+
+
+# ---- the trial: dense -> rank -> thin rebuild -> (distilled) fine-tuning -> export ---------------
+
+class RecordingReporter:
+    def __init__(self):
+        self.finals = []
+
+    def intermediate(self, value):
+        pass
+
+    def final(self, value):
+        self.finals.append(value)
+
+
+@pytest.fixture(scope="module")
+def channel_trial(tmp_path_factory):
+    """trial, channel mode, oneshot at 50% with distillation from the dense model (patch 32, 1 + 1 epochs)."""
+    from artifact_helpers import TRIAL_FLAGS, tiny_dataset
+
+    from segmodel.params import resolve
+    from segmodel.train import run_trial
+    base = tmp_path_factory.mktemp("channel")
+    params = resolve({**TRIAL_FLAGS, "data_dir": str(tiny_dataset(base)), "prune_mode": "channel",
+                      "channel_criterion": "fpgm", "kd": "true"})
+    reporter = RecordingReporter()
+    run_trial(params, reporter, base / "trial")
+    keras.mixed_precision.set_global_policy("float32")
+    return base / "trial", reporter.finals[0]
+
+
+def test_channel_trial_saves_and_reports_the_thin_model(channel_trial):
+    import json
+    out, final = channel_trial
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["prune_mode"] == "channel" and metrics["channel_criterion"] == "fpgm" and metrics["kd"] == 1
+    model = keras.models.load_model(out / "model.keras", compile=False)
+    assert model.get_layer("down1_conv1").filters == 8 and model.get_layer("logits").filters == 6
+    assert metrics["params"] == model.count_params() < 0.3 * metrics["dense_params"]
+    assert metrics["flops"] == count_flops(model) and metrics["dense_flops"] / metrics["flops"] >= 3.5
+    assert metrics["channel_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert metrics["sparsity"] == pytest.approx(1 - metrics["params"] / metrics["dense_params"])
+    for key in ("params", "dense_params", "flops", "dense_flops", "channel_sparsity"):
+        assert final[key] == metrics[key]
+    header, *rows = (out / "history.csv").read_text().splitlines()
+    assert [r.split(",")[1] for r in rows] == ["dense", "finetune"] and "kd_loss" in header
+
+
+def test_channel_mode_with_schedule_init_trains_the_thin_model(tmp_path):
+    from artifact_helpers import QuietReporter, TRIAL_FLAGS, tiny_dataset
+
+    from segmodel.params import resolve
+    from segmodel.train import run_trial
+    params = resolve({**TRIAL_FLAGS, "data_dir": str(tiny_dataset(tmp_path)), "epochs": 1, "finetune_epochs": 0,
+                      "schedule": "init", "prune_mode": "channel", "sparsity": 0.75})
+    metrics = run_trial(params, QuietReporter(), tmp_path / "init")
+    keras.mixed_precision.set_global_policy("float32")
+    assert metrics["schedule"] == "init" and metrics["params"] < 0.1 * metrics["dense_params"]
+    assert keras.models.load_model(tmp_path / "init" / "model.keras").get_layer("down1_conv1").filters == 4
+
+
+def test_thin_model_exports_to_tflite_float_and_int8(channel_trial, tmp_path):
+    import json
+
+    from segmodel.__main__ import main
+    out, _ = channel_trial
+    assert main(["export", str(out), "--out", str(tmp_path), "--formats", "keras,tflite_float32,tflite_int8",
+                 "--calibration-samples", "8"]) == 0
+    formats = {e["format"]: e for e in json.loads((tmp_path / "export.json").read_text())["formats"]}
+    assert formats["tflite_float32"]["val_iou"] == pytest.approx(formats["keras"]["val_iou"], abs=1e-3)
+    assert formats["tflite_int8"]["bytes"] < formats["tflite_float32"]["bytes"] / 3
+    assert formats["tflite_int8"]["input_dtype"] == "int8"

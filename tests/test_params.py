@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from segmodel import nni_bridge
 from segmodel.errors import ParamError
-from segmodel.params import OBJECTIVES, PRECISIONS, SCHEDULES, Params, parse_flags, resolve
+from segmodel.params import CRITERIA, OBJECTIVES, PRECISIONS, PRUNE_MODES, SCHEDULES, Params, parse_flags, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 KNOWN = [f.name for f in fields(Params)]
@@ -45,7 +45,8 @@ BAD = [  # (name, value, what the message must name)
     ("palette_tolerance", 1.0, "palette_tolerance"),
     ("kd_temperature", 0.0, "kd_temperature"), ("kd_alpha", -1.0, "kd_alpha"),
     ("agp_steps", -1, "agp_steps"), ("agp_frequency", 0, "agp_frequency"), ("threads", -1, "threads"),
-    ("schedule", "cubic", "schedule"), ("objective", "f1", "objective"), ("precision", "float16", "precision"),
+    ("schedule", "cubic", "schedule"), ("prune_mode", "filter", "prune_mode"), ("channel_criterion", "l3", "channel_criterion"),
+    ("objective", "f1", "objective"), ("precision", "float16", "precision"),
     ("learning_rate", "nan", "learning_rate"), ("dropout_rate", "inf", "dropout_rate"),
     ("prune_config", "[{", "prune_config"), ("prune_config", '{"sparsity": 0.5}', "prune_config"),
     ("prune_config", "/no/such/config.json", "prune_config"),
@@ -69,13 +70,19 @@ def test_kd_with_init_schedule_needs_a_teacher():
     assert "teacher" in error_of({"kd": "true", "schedule": "init"})
 
 
+def test_channel_mode_with_agp_is_refused():
+    assert "prune_mode channel runs with schedule oneshot or init" in error_of(
+        {"prune_mode": "channel", "schedule": "agp"})
+
+
 def test_defaults_and_edges_are_valid():
     resolve()
     resolve(tuned={"dropout_rate": 0.0, "sparsity": 0.0, "finetune_epochs": 0, "learning_rate": 1e-12,
                    "weight1": 0.0, "batch_size": 1, "epochs": 1, "patch_size": 16})
 
 
-@pytest.mark.parametrize("name,choices", [("schedule", SCHEDULES), ("objective", OBJECTIVES), ("precision", PRECISIONS)])
+@pytest.mark.parametrize("name,choices", [("schedule", SCHEDULES), ("objective", OBJECTIVES), ("precision", PRECISIONS),
+                                          ("prune_mode", PRUNE_MODES), ("channel_criterion", CRITERIA)])
 def test_every_choice_is_accepted(name, choices):
     for choice in choices:
         flags = {name: choice, **({"teacher": "t.keras"} if name == "schedule" else {})}
@@ -193,7 +200,7 @@ def test_other_bool_values_are_rejected(raw):
 
 
 @settings(max_examples=50, deadline=None)
-@given(name=st.sampled_from(["schedule", "objective", "precision"]), text=st.text())
+@given(name=st.sampled_from(["schedule", "objective", "precision", "prune_mode", "channel_criterion"]), text=st.text())
 def test_choices_accept_only_their_names(name, text):
     choices = FIELD[name].metadata["choices"]
     flags = {name: text, "teacher": "t.keras"}
