@@ -78,16 +78,26 @@ class SavedModelRunner(Runner):
         return np.asarray(self.loaded.serve(self._tf.constant(np.asarray(x, np.float32))), np.float32)
 
 
+def tflite_interpreter_class():
+    """LiteRT's Interpreter (`ai-edge-litert`, the successor of tf.lite's) when installed,
+    else tf.lite.Interpreter: same constructor and methods."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+        Interpreter = tf.lite.Interpreter
+    return Interpreter
+
+
 class TFLiteRunner(Runner):
     """The TFLite interpreter, quantizing the input and dequantizing the output
     when the file has integer I/O (scale and zero point read from the file)."""
 
     def __init__(self, path: Path, threads: int | None = None):
-        import tensorflow as tf
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
             try:
-                self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads or _cores())
+                self.interpreter = tflite_interpreter_class()(model_path=str(path), num_threads=threads or _cores())
             except ValueError as e:
                 raise ModelFileError(f"{path}: not a TFLite model ({str(e).splitlines()[0][:200]})") from None
         self._details()
