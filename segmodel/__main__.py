@@ -10,7 +10,8 @@ import sys
 
 from .errors import SegmodelError
 
-COMMAND_MODULES = ("segmodel.data.cli", "segmodel.report", "segmodel.export", "segmodel.predict", "segmodel.bench")
+COMMAND_MODULES = ("segmodel.data.cli", "segmodel.report", "segmodel.export", "segmodel.predict", "segmodel.bench",
+                   "segmodel.channel_bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

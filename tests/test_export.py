@@ -84,8 +84,8 @@ def test_export_writes_every_format_measured_by_running_it(trial, exported):
 
 
 def test_int8_model_is_full_integer_and_runs_in_tflite_interpreter(exported):
-    import tensorflow as tf
-    interpreter = tf.lite.Interpreter(model_path=str(exported / "model_int8.tflite"))
+    from segmodel.inference import tflite_interpreter_class
+    interpreter = tflite_interpreter_class()(model_path=str(exported / "model_int8.tflite"))
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
     # Calibrated on images in [0, 1]: about one step per pixel level, zero point at -128.

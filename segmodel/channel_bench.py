@@ -1,0 +1,258 @@
+"""`python -m segmodel bench-channels`: does channel pruning pay? Dense vs channel-pruned
+25/50/75% vs weight-pruned 80%, same training budget, several seeds, one process.
+
+Each variant is trained by the trial itself (`run_trial`, schedule oneshot: dense
+`--epochs`, prune, fine-tune `--finetune_epochs`; dense trains the same epochs unpruned)
+into OUT/seed<k>/<variant>; a finished folder is reused, so an interrupted run resumes.
+Then, for the first seed's models: params, FLOPs, .keras and int8 TFLite sizes, and CPU
+inference images/s of the Keras model and its float32 TFLite file (through LiteRT when
+installed) at 64 and 256 px, batch 1 and 8, all variants interleaved in rounds so a
+shared CPU slows them alike: quote the ratios.
+
+    python -m segmodel bench-channels --out runs/channels --seeds 0 1 2
+    python -m segmodel bench-channels --out /tmp/cb --quick     # seconds: checks every stage runs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = {  # name -> trial flags
+    "dense": {"sparsity": 0.0},
+    "channel 25%": {"prune_mode": "channel", "sparsity": 0.25},
+    "channel 50%": {"prune_mode": "channel", "sparsity": 0.5},
+    "channel 75%": {"prune_mode": "channel", "sparsity": 0.75},
+    "weight 80%": {"prune_mode": "weight", "sparsity": 0.8},
+}
+FULL = dict(patch_size=64, epochs=4, finetune_epochs=3, sizes=(64, 256), batches=(1, 8), rounds=5)
+QUICK = dict(patch_size=32, epochs=1, finetune_epochs=1, sizes=(32, 64), batches=(1, 2), rounds=1)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("bench-channels", help="dense vs channel vs weight pruning: IoU, size, FLOPs, speed",
+                              description=__doc__.split("\n\n")[0].replace("`", ""),
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--out", required=True, metavar="DIR", help="trial folders, results.json and table.md go here")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
+    p.add_argument("--epochs", type=int, default=None, help="dense epochs (default 4)")
+    p.add_argument("--finetune_epochs", type=int, default=None, help="fine-tuning epochs (default 3)")
+    p.add_argument("--criterion", default="l1", choices=("l1", "l2", "fpgm"), help="channel_criterion (default l1)")
+    p.add_argument("--kd", action="store_true", help="fine-tune the pruned models with distillation")
+    p.add_argument("--data_dir", default="", help="dataset (default: the built-in synthetic set)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs, numbers meaningless")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    sizes = dict(QUICK if args.quick else FULL)
+    for key in ("epochs", "finetune_epochs"):
+        if getattr(args, key) is not None:
+            sizes[key] = getattr(args, key)
+    out = Path(args.out)
+    result = run(out, args.seeds, sizes, criterion=args.criterion, kd=args.kd, data_dir=args.data_dir)
+    table = format_table(result)
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "table.md").write_text(table + "\n")
+    print(table)
+    print(f"wrote {out / 'results.json'}, {out / 'table.md'}")
+    return 0
+
+
+def _log(msg: str) -> None:
+    print(f"[bench-channels] {msg}", file=sys.stderr, flush=True)
+
+
+class _Quiet:
+    def intermediate(self, value): pass
+    def final(self, value): pass
+
+
+# ---- training: the trial itself ---------------------------------------------------------------
+
+def train_all(out: Path, seeds, sizes: dict, criterion: str, kd: bool, data_dir: str) -> dict:
+    """variant -> [metrics.json per seed], training what is not there yet."""
+    from .params import resolve
+    from .train import run_trial
+
+    runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    for seed in seeds:
+        for name, flags in VARIANTS.items():
+            folder = out / f"seed{seed}" / name.replace(" ", "-").replace("%", "")
+            if not (folder / "metrics.json").is_file():
+                params = resolve({"patch_size": sizes["patch_size"], "epochs": sizes["epochs"],
+                                  "finetune_epochs": sizes["finetune_epochs"], "schedule": "oneshot",
+                                  "channel_criterion": criterion, "kd": kd and name != "dense",
+                                  "data_dir": data_dir, "seed": seed, "precision": "float32", **flags})
+                started = time.time()
+                _log(f"seed {seed}, {name}: training {sizes['epochs']} + {sizes['finetune_epochs']} epochs...")
+                run_trial(params, _Quiet(), folder)
+                _log(f"  {time.time() - started:.0f}s")
+            metrics = json.loads((folder / "metrics.json").read_text())
+            runs[name].append({**metrics, "dir": str(folder)})
+    return runs
+
+
+# ---- sizes and speed ---------------------------------------------------------------------------
+
+def at_size(model, side: int):
+    """The same weights in a model built for side x side inputs."""
+    import keras
+
+    from .channels import resized_config
+    config = resized_config(model.get_config(), input_shape=(side, side, model.input_shape[-1]))
+    copy = keras.Model.from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def tflite_bytes(model, kind: str = "float32", splits=None, samples: int = 64) -> bytes:
+    """The export command's conversion (SavedModel -> TFLite), quietly."""
+    import tempfile
+
+    from .bench import _Quiet as QuietFds
+    from .export import convert_tflite
+    with tempfile.TemporaryDirectory() as tmp, QuietFds():
+        model.export(tmp, format="tf_saved_model", verbose=False)
+        return convert_tflite(Path(tmp), kind, splits, samples)
+
+
+def speed(models: dict, sides, batches, rounds: int) -> dict:
+    """Images/s of each model's traced Keras forward pass and of its float32 TFLite file,
+    per (side, batch), every variant timed in the same rounds."""
+    import numpy as np
+    import tensorflow as tf
+
+    from .inference import _cores, tflite_interpreter_class
+    Interpreter = tflite_interpreter_class()
+    tf.get_logger().setLevel("ERROR")  # one tf.function per model and size is what we mean ("retracing")
+    result = {}
+    for side in sides:
+        runners = {}
+        for name, model in models.items():
+            sized = at_size(model, side)
+            fn = tf.function(lambda b, m=sized: m(b, training=False))
+            interp = Interpreter(model_content=tflite_bytes(sized), num_threads=_cores())
+            runners[name] = (fn, interp)
+        for batch in batches:
+            x = np.random.default_rng(0).random((batch, side, side, 3), dtype=np.float32)
+            calls = {}
+            for name, (fn, interp) in runners.items():
+                inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
+                interp.resize_tensor_input(inp["index"], list(x.shape))
+                interp.allocate_tensors()
+
+                def run_tflite(interp=interp, i=inp["index"], o=outp["index"]):
+                    interp.set_tensor(i, x)
+                    interp.invoke()
+                    return interp.get_tensor(o)
+                calls[(name, "keras")] = lambda fn=fn: fn(x).numpy()
+                calls[(name, "tflite")] = run_tflite
+            for call in calls.values():
+                call()  # trace, allocate, warm caches
+            times = {key: [] for key in calls}
+            _log(f"timing {side}px batch {batch}: {rounds} rounds of {len(calls)} runners")
+            for _ in range(rounds):
+                for key, call in calls.items():
+                    t = time.perf_counter()
+                    call()
+                    times[key].append(time.perf_counter() - t)
+            for (name, runtime), t in times.items():
+                result.setdefault(name, {})[f"{runtime} {side}px b{batch}"] = round(batch / statistics.median(t), 2)
+    return result
+
+
+def run(out: Path, seeds, sizes: dict, criterion: str = "l1", kd: bool = False, data_dir: str = "") -> dict:
+    import keras
+
+    from . import data as datasets
+    from .inference import tflite_interpreter_class
+    from .params import resolve
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    runs = train_all(out, seeds, sizes, criterion, kd, data_dir)
+    keras.mixed_precision.set_global_policy("float32")
+    splits = datasets.load(resolve({"patch_size": sizes["patch_size"], "data_dir": data_dir, "seed": seeds[0]}))
+    models = {name: keras.models.load_model(Path(ms[0]["dir"]) / "model.keras", compile=False)
+              for name, ms in runs.items()}
+    _log("int8 TFLite of each first-seed model (calibrated on 64 training patches)...")
+    int8 = {name: len(tflite_bytes(m, "int8", splits)) for name, m in models.items()}
+    _log("inference speed...")
+    ips = speed(models, sizes["sizes"], sizes["batches"], sizes["rounds"])
+    dense_iou = [m["iou"] for m in runs["dense"]]
+    rows = {}
+    for name, ms in runs.items():
+        ious = [m["iou"] for m in ms]
+        delta = [100 * (a - b) for a, b in zip(ious, dense_iou)]
+        rows[name] = {
+            "iou_mean": statistics.mean(ious), "iou_sd": statistics.stdev(ious) if len(ious) > 1 else 0.0,
+            "iou_per_seed": ious, "delta_points_mean": statistics.mean(delta),
+            "delta_points_sd": statistics.stdev(delta) if len(delta) > 1 else 0.0,
+            "params": ms[0]["params"], "flops": ms[0]["flops"], "keras_bytes": ms[0]["model_bytes"],
+            "int8_tflite_bytes": int8[name], "img_s": ips[name],
+            "train_s": statistics.mean(m["duration_s"] for m in ms),
+        }
+    return {"seeds": list(seeds), "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
+            "criterion": criterion, "kd": kd, "tflite_runtime": tflite_interpreter_class().__module__,
+            "machine": _machine(), "seconds": round(time.time() - started), "rows": rows,
+            "targets": targets(rows, sizes)}
+
+
+def _machine() -> dict:
+    from .bench import _machine as bench_machine
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    except OSError:
+        pass
+    return {**bench_machine(), "cpu": cpu}
+
+
+def targets(rows: dict, sizes: dict) -> list[dict]:
+    """Issue #15's targets at 50% channels."""
+    dense, half = rows["dense"], rows["channel 50%"]
+    big = max(sizes["sizes"])
+    speedups = {b: half["img_s"][f"tflite {big}px b{b}"] / dense["img_s"][f"tflite {big}px b{b}"]
+                for b in sizes["batches"]}
+    return [
+        {"target": "FLOPs, dense / channel 50%", "value": round(dense["flops"] / half["flops"], 2), "goal": ">= 3",
+         "met": dense["flops"] / half["flops"] >= 3},
+        {"target": f"TFLite CPU speed-up at {big}px, batch " + "/".join(map(str, speedups)),
+         "value": " / ".join(f"{s:.2f}" for s in speedups.values()), "goal": ">= 2",
+         "met": min(speedups.values()) >= 2},
+        {"target": "mean IoU, channel 50% - dense (points, paired)", "value": round(half["delta_points_mean"], 2),
+         "goal": ">= -1.5", "met": half["delta_points_mean"] >= -1.5},
+        {"target": "int8 TFLite of channel 50% / dense model.keras", "value":
+         f"1/{dense['keras_bytes'] / half['int8_tflite_bytes']:.1f}", "goal": "<= 1/12",
+         "met": half["int8_tflite_bytes"] * 12 <= dense["keras_bytes"]},
+    ]
+
+
+def format_table(r: dict) -> str:
+    rows = r["rows"]
+    speed_keys = list(next(iter(rows.values()))["img_s"])
+    head = ["variant", "val mean IoU", "Δ vs dense (pt)", "params", "MFLOPs", ".keras MB", "int8 TFLite MB",
+            *[f"{k} img/s" for k in speed_keys]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    dense = rows["dense"]
+    for name, row in rows.items():
+        delta = "—" if name == "dense" else f"{row['delta_points_mean']:+.1f} ± {row['delta_points_sd']:.1f}"
+        cells = [name, f"{row['iou_mean']:.3f} ± {row['iou_sd']:.3f}", delta,
+                 f"{row['params'] / 1e6:.3f} M", f"{row['flops'] / 1e6:.0f}", f"{row['keras_bytes'] / 1e6:.2f}",
+                 f"{row['int8_tflite_bytes'] / 1e6:.2f}"]
+        for k in speed_keys:
+            ratio = row["img_s"][k] / dense["img_s"][k]
+            cells.append(f"{row['img_s'][k]:.1f}" + ("" if name == "dense" else f" ({ratio:.2f}×)"))
+        lines.append("| " + " | ".join(cells) + " |")
+    m = r["machine"]
+    lines += ["", f"seeds {r['seeds']}, patch {r['sizes']['patch_size']}, {r['sizes']['epochs']} + "
+              f"{r['sizes']['finetune_epochs']} epochs, criterion {r['criterion']}, kd {r['kd']}, "
+              f"TFLite via {r['tflite_runtime']}; {m.get('cpu', '?')}, {r['seconds']} s", "",
+              "| target | measured | goal | met |", "|---|---|---|---|"]
+    lines += [f"| {t['target']} | {t['value']} | {t['goal']} | {'✔' if t['met'] else '✘'} |" for t in r["targets"]]
+    return "\n".join(lines)
