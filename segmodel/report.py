@@ -1,5 +1,6 @@
 """`python -m segmodel report EXPERIMENT`: a leaderboard of an experiment's trials
-(table, CSV, Markdown) and a Pareto plot of mean IoU against sparsity and model size.
+(table, CSV, Markdown) and a Pareto plot of mean IoU against sparsity and model size
+(or FLOPs: `--pareto-x mflops,gzip_mb`).
 
 Reads NNI's database read-only, so it works while the experiment runs. Trials that
 failed, were early-stopped or still run are listed too, after the ranked ones.
@@ -18,7 +19,11 @@ from . import experiments
 from .experiments import Experiment, Trial
 
 FIXED = ("rank", "trial", "seq", "status", "default", "iou", "dense_iou", "accuracy", "sparsity",
-         "gzip_mb", "duration_s")
+         "gzip_mb", "mflops", "duration_s")
+# Pareto x axes: row key -> (label, larger is better)
+PARETO_AXES = {"sparsity": ("sparsity (fraction of weights zero, or removed)", True),
+               "gzip_mb": ("model.keras gzip size (MB)", False),
+               "mflops": ("MFLOPs per patch (multiply-adds, one forward pass)", False)}
 
 
 def register(subparsers) -> None:
@@ -28,10 +33,17 @@ def register(subparsers) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="where to write the files (default: ./report-<id>)")
     p.add_argument("--metric", default="default", help="final-result key to rank by (default: %(default)s; "
                    "direction = the tuner's optimize_mode)")
+    p.add_argument("--pareto-x", default="sparsity,gzip_mb", metavar="KEYS",
+                   help=f"x axes of the Pareto plot's panels, from {', '.join(PARETO_AXES)} (default: %(default)s)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    axes = [k.strip() for k in args.pareto_x.split(",") if k.strip()]
+    bad = [k for k in axes if k not in PARETO_AXES]
+    if bad or not axes:
+        raise experiments.ExperimentError(f"--pareto-x: unknown key {', '.join(bad) or '(none)'}; "
+                                          f"choose from {', '.join(PARETO_AXES)}")
     exp = experiments.load(args.experiment)
     out = Path(args.out or f"report-{exp.id}")
     out.mkdir(parents=True, exist_ok=True)
@@ -44,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
     (out / "leaderboard.csv").write_text(to_csv(rows, columns))
     (out / "leaderboard.md").write_text(to_markdown(exp, rows, columns, args.metric))
     written = ["leaderboard.csv", "leaderboard.md"]
-    if plot_pareto(rows, out / "pareto.png", title=f"experiment {exp.id}"):
+    if plot_pareto(rows, out / "pareto.png", title=f"experiment {exp.id}", axes=axes):
         written.append("pareto.png")
     print(f"wrote {', '.join(str(out / w) for w in written)}")
     return 0
@@ -86,6 +98,7 @@ def leaderboard(exp: Experiment, metric: str = "default", progress: bool = False
             "default": t.final.get(metric) if has_final else _last_intermediate(t, metric),
             "iou": m.get("iou"), "dense_iou": m.get("dense_iou"), "accuracy": m.get("accuracy"),
             "sparsity": m.get("sparsity"), "gzip_mb": gz / 1e6 if isinstance(gz, (int, float)) else None,
+            "mflops": m["flops"] / 1e6 if isinstance(m.get("flops"), (int, float)) else None,
             "duration_s": m.get("duration_s", None if interrupted else t.duration_s),
             **{_hp(k): v for k, v in t.parameters.items()},
             "dir": str(t.dir or ""),
@@ -145,7 +158,7 @@ def _fmt(key: str, v) -> str:
             return str(v)
         if key in ("duration_s",):
             return f"{v:.0f}"
-        if key in ("gzip_mb",):
+        if key in ("gzip_mb", "mflops"):
             return f"{v:.2f}"
         return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
     return str(v)
@@ -199,8 +212,9 @@ def pareto_front(points: list[tuple[float, float]], maximize_x: bool) -> list[in
     return sorted(front, key=lambda i: points[i][0])
 
 
-def plot_pareto(rows: list[dict], path: Path, title: str = "") -> bool:
-    """Mean IoU vs sparsity and vs gzip size, Pareto front drawn, best trial starred."""
+def plot_pareto(rows: list[dict], path: Path, title: str = "", axes=("sparsity", "gzip_mb")) -> bool:
+    """Mean IoU against each of `axes` (PARETO_AXES keys), one panel each, Pareto front
+    drawn (the best IoU at each budget), best trial starred."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -209,11 +223,10 @@ def plot_pareto(rows: list[dict], path: Path, title: str = "") -> bool:
     if not done:
         print("no finished trial with an IoU yet: no Pareto plot", file=sys.stderr)
         return False
-    panels = [("sparsity", "sparsity (fraction of weights zero)", True),
-              ("gzip_mb", "model.keras gzip size (MB)", False)]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), dpi=110)
+    panels = [(key, *PARETO_AXES[key]) for key in axes]
+    fig, subplots = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.6), dpi=110, squeeze=False)
     best = min((r for r in done if r["rank"] != ""), key=lambda r: r["rank"], default=None)
-    for ax, (key, label, maximize_x) in zip(axes, panels):
+    for ax, (key, label, maximize_x) in zip(subplots[0], panels):
         pts = [(r[key], r["iou"], r) for r in done if isinstance(r.get(key), (int, float))]
         if not pts:
             ax.text(0.5, 0.5, f"no {key} recorded", ha="center", va="center", transform=ax.transAxes)
@@ -234,7 +247,8 @@ def plot_pareto(rows: list[dict], path: Path, title: str = "") -> bool:
         ax.set_ylabel("validation mean IoU")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    fig.suptitle(f"{title}: mean IoU against sparsity and size".strip(": "))
+    fig.suptitle(f"{title}: mean IoU against {' and '.join(PARETO_AXES[k][0].split(' (')[0] for k in axes)}"
+                 .strip(": "))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -272,3 +272,36 @@ def test_thin_model_exports_to_tflite_float_and_int8(channel_trial, tmp_path):
     assert formats["tflite_float32"]["val_iou"] == pytest.approx(formats["keras"]["val_iou"], abs=1e-3)
     assert formats["tflite_int8"]["bytes"] < formats["tflite_float32"]["bytes"] / 3
     assert formats["tflite_int8"]["input_dtype"] == "int8"
+
+
+def test_report_pareto_plot_can_put_flops_on_the_x_axis(tmp_path, capsys):
+    from segmodel.__main__ import main
+    from segmodel.report import pareto_front, plot_pareto
+    rows = [{"rank": i + 1, "seq": i, "iou": iou, "mflops": f, "sparsity": s, "gzip_mb": None}
+            for i, (iou, f, s) in enumerate([(0.60, 47.5, 0.0), (0.59, 12.0, 0.75), (0.50, 20.0, 0.5)])]
+    assert pareto_front([(r["mflops"], r["iou"]) for r in rows], maximize_x=False) == [1, 0]  # 20 MFLOPs dominated
+    assert plot_pareto(rows, tmp_path / "p.png", axes=("mflops",))
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["report", "whatever", "--pareto-x", "latency"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --pareto-x: unknown key latency") and "\n" not in err
+
+
+def test_every_point_of_the_compress_search_space_is_a_valid_trial():
+    import itertools
+    import json
+    import shlex
+    from pathlib import Path
+
+    from segmodel.params import parse_flags, resolve
+    root = Path(__file__).resolve().parents[1]
+    space = json.loads((root / "configs" / "compress_search_space.json").read_text())
+    command = next(line for line in (root / "configs" / "compress.yml").read_text().splitlines()
+                   if line.startswith("trialCommand:"))
+    flags = parse_flags(shlex.split(command.split(":", 1)[1])[2:])
+    choices = {k: v["_value"] for k, v in space.items() if v["_type"] == "choice"}
+    assert set(space) - set(choices) == {"learning_rate"}
+    for values in itertools.product(*choices.values()):
+        for lr in space["learning_rate"]["_value"]:
+            p = resolve(flags, {**dict(zip(choices, values)), "learning_rate": lr})
+            assert p.prune_mode in ("weight", "channel") and p.schedule == "oneshot"

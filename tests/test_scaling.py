@@ -52,7 +52,8 @@ def test_config_validates_with_nni(path, tmp_path):
     canon = load_validated(path, tmp_path)
     # Relative paths resolve from the config's folder to this checkout.
     assert Path(canon["trialCodeDirectory"]) == ROOT
-    assert canon["searchSpace"] == json.loads((ROOT / "search_space.json").read_text())
+    space = ROOT / "configs" / "compress_search_space.json" if path.stem == "compress" else ROOT / "search_space.json"
+    assert canon["searchSpace"] == json.loads(space.read_text())
     # The trial command's flags are valid segmodel parameters.
     argv = shlex.split(canon["trialCommand"])
     assert argv[1] == "trial.py", argv
