@@ -185,6 +185,9 @@ def _trace(model: keras.Model):
         rank = len(out_shapes[0].shape)
         if cls == "InputLayer":
             out = fixed(out_channels[0])
+        elif cfg.get("data_format") == "channels_first":  # every rule here reads channels on the last axis
+            out = None
+            cls = f"{cls} with data_format channels_first"
         elif cls in PRODUCERS and len(sources) == 1 and cfg.get("groups", 1) == 1:
             consumes[name] = sources[0]
             producers[name] = out_channels[0]
@@ -204,11 +207,12 @@ def _trace(model: keras.Model):
             out = sources[0]
             pinned.update(e for e in out if e is not None)
         else:
+            out = None
+        if out is None:  # a layer we cannot see through: its outputs are new, unprunable channels
             blockers.append((name, cls, [e for s in sources for e in s]))
-            for i, n in enumerate(out_channels):
-                maps[(name, i)] = fixed(n)
-            continue
-        maps[(name, 0)] = out
+            maps.update({(name, i): fixed(n) for i, n in enumerate(out_channels)})
+        else:
+            maps[(name, 0)] = out
     for ref in outputs:
         pinned.update(e for e in maps[ref] if e is not None)
     return maps, ties, pinned, consumes, blockers, producers
@@ -232,8 +236,8 @@ def importance(filters: np.ndarray, criterion: str) -> np.ndarray:
     if criterion == "l2":
         return np.sqrt((filters ** 2).sum(1))
     if criterion == "fpgm":
-        diff = filters[:, None, :] - filters[None, :, :]
-        return np.sqrt((diff ** 2).sum(-1)).sum(1)
+        sq = (filters ** 2).sum(1)  # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: C x C memory, not C x C x k
+        return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * filters @ filters.T, 0)).sum(1)
     raise ParamError(f"channel_criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
 
 

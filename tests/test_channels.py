@@ -171,7 +171,9 @@ def test_unsupported_layer_on_a_pruned_path_is_one_line_naming_it():
     for make, name, kind in [(lambda x: layers.LayerNormalization(name="ln")(x), "ln", "LayerNormalization"),
                              (lambda x: layers.DepthwiseConv2D(3, name="dw")(x), "dw", "DepthwiseConv2D"),
                              (lambda x: layers.BatchNormalization(axis=1, name="bn1")(x), "bn1",
-                              "BatchNormalization")]:
+                              "BatchNormalization"),
+                             (lambda x: layers.MaxPooling2D(data_format="channels_first", name="cf")(x), "cf",
+                              "MaxPooling2D with data_format channels_first")]:
         inp = keras.Input((8, 8, 3))
         y = make(layers.Conv2D(4, 1, name="conv")(inp))
         model = keras.Model(inp, layers.Conv2D(2, 1, name="head")(y))
@@ -323,3 +325,9 @@ def test_bench_channels_sizes_and_times_real_models():
             for name, m, d, kb, ib in [("dense", model, 0.0, 7.9e6, 2.0e6), ("channel 50%", thin, -2.0, 2.1e6, 0.5e6)]}
     met = {t["target"].split(",")[0]: t["met"] for t in targets(rows, {"sizes": (32,), "batches": (1, 2)})}
     assert met["FLOPs"] is True and met["mean IoU"] is False and met["int8 TFLite of channel 50% / dense model.keras"]
+
+
+def test_fpgm_matches_the_pairwise_definition():
+    filters = np.random.default_rng(3).normal(size=(7, 12))
+    pairwise = np.sqrt(((filters[:, None] - filters[None]) ** 2).sum(-1)).sum(1)
+    np.testing.assert_allclose(importance(filters, "fpgm"), pairwise, rtol=1e-9)
