@@ -148,6 +148,7 @@ def export_trial(trial, out: Path, formats=FORMATS, calibration_samples: int = 1
         "trial_dir": str(trial.dir),
         "trial_val_iou": trial_metrics.get("iou"),
         "sparsity": trial_metrics.get("sparsity"),
+        **{k: trial_metrics.get(k) for k in ("prune_mode", "params", "flops")},
         "patch_size": splits.patch_size,
         "class_names": list(splits.class_names),
         "palette": dict(splits.palette),

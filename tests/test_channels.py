@@ -270,7 +270,10 @@ def test_thin_model_exports_to_tflite_float_and_int8(channel_trial, tmp_path):
     out, _ = channel_trial
     assert main(["export", str(out), "--out", str(tmp_path), "--formats", "keras,tflite_float32,tflite_int8",
                  "--calibration-samples", "8"]) == 0
-    formats = {e["format"]: e for e in json.loads((tmp_path / "export.json").read_text())["formats"]}
+    result = json.loads((tmp_path / "export.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (result["prune_mode"], result["params"], result["flops"]) == ("channel", metrics["params"], metrics["flops"])
+    formats = {e["format"]: e for e in result["formats"]}
     assert formats["tflite_float32"]["val_iou"] == pytest.approx(formats["keras"]["val_iou"], abs=1e-3)
     assert formats["tflite_int8"]["bytes"] < formats["tflite_float32"]["bytes"] / 3
     assert formats["tflite_int8"]["input_dtype"] == "int8"
