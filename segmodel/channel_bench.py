@@ -37,6 +37,11 @@ def register(subparsers) -> None:
                               description=__doc__.split("\n\n")[0].replace("`", ""),
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog=__doc__.split("\n\n", 1)[1])
+    add_arguments(p)
+    p.set_defaults(func=main)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="trial folders, results.json and table.md go here")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
     p.add_argument("--epochs", type=int, default=None, help="dense epochs (default 4)")
@@ -45,7 +50,6 @@ def register(subparsers) -> None:
     p.add_argument("--kd", action="store_true", help="fine-tune the pruned models with distillation")
     p.add_argument("--data_dir", default="", help="dataset (default: the built-in synthetic set)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs, numbers meaningless")
-    p.set_defaults(func=main)
 
 
 def main(args) -> int:
