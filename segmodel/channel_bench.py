@@ -21,13 +21,25 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = {  # name -> trial flags
-    "dense": {"sparsity": 0.0},
-    "channel 25%": {"prune_mode": "channel", "sparsity": 0.25},
-    "channel 50%": {"prune_mode": "channel", "sparsity": 0.5},
-    "channel 75%": {"prune_mode": "channel", "sparsity": 0.75},
-    "weight 80%": {"prune_mode": "weight", "sparsity": 0.8},
-}
+CHANNEL_SPARSITIES = (0.25, 0.5, 0.75)
+
+
+def variants(schedules=("oneshot",)) -> dict[str, dict]:
+    """Row name -> trial flags: dense, channel 25/50/75% with each schedule, weight 80% (oneshot)."""
+    rows = {"dense": {"sparsity": 0.0, "schedule": "oneshot"}}
+    for schedule in schedules:
+        for s in CHANNEL_SPARSITIES:
+            rows[f"channel {s:.0%} {schedule}"] = {"prune_mode": "channel", "sparsity": s, "schedule": schedule}
+    rows["weight 80% oneshot"] = {"prune_mode": "weight", "sparsity": 0.8, "schedule": "oneshot"}
+    return rows
+
+
+def _folder(flags: dict) -> str:
+    if not flags["sparsity"]:
+        return "dense"
+    name = f"{flags['prune_mode']}-{flags['sparsity'] * 100:.0f}"
+    return name if flags["schedule"] == "oneshot" else f"{name}-{flags['schedule']}"
+
 FULL = dict(patch_size=64, epochs=4, finetune_epochs=3, sizes=(64, 256), batches=(1, 8), rounds=5)
 QUICK = dict(patch_size=32, epochs=1, finetune_epochs=1, sizes=(32, 64), batches=(1, 2), rounds=1)
 
@@ -46,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
     p.add_argument("--epochs", type=int, default=None, help="dense epochs (default 4)")
     p.add_argument("--finetune_epochs", type=int, default=None, help="fine-tuning epochs (default 3)")
+    p.add_argument("--schedules", nargs="+", default=["oneshot"], choices=("oneshot", "init"),
+                   help="schedules of the channel rows (default: oneshot)")
     p.add_argument("--criterion", default="l1", choices=("l1", "l2", "fpgm"), help="channel_criterion (default l1)")
     p.add_argument("--kd", action="store_true", help="fine-tune the pruned models with distillation")
     p.add_argument("--data_dir", default="", help="dataset (default: the built-in synthetic set)")
@@ -58,7 +72,8 @@ def main(args) -> int:
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
     out = Path(args.out)
-    result = run(out, args.seeds, sizes, criterion=args.criterion, kd=args.kd, data_dir=args.data_dir)
+    result = run(out, args.seeds, sizes, criterion=args.criterion, kd=args.kd, data_dir=args.data_dir,
+                 schedules=args.schedules)
     table = format_table(result)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "table.md").write_text(table + "\n")
@@ -78,19 +93,19 @@ class _Quiet:
 
 # ---- training: the trial itself ---------------------------------------------------------------
 
-def train_all(out: Path, seeds, sizes: dict, criterion: str, kd: bool, data_dir: str) -> dict:
+def train_all(out: Path, seeds, sizes: dict, criterion: str, kd: bool, data_dir: str, rows: dict) -> dict:
     """variant -> [metrics.json per seed], training what is not there yet."""
     from .params import resolve
     from .train import run_trial
 
-    runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    runs: dict[str, list[dict]] = {name: [] for name in rows}
     for seed in seeds:
-        for name, flags in VARIANTS.items():
-            folder = out / f"seed{seed}" / name.replace(" ", "-").replace("%", "")
+        for name, flags in rows.items():
+            folder = out / f"seed{seed}" / _folder(flags)
             if not (folder / "metrics.json").is_file():
                 params = resolve({"patch_size": sizes["patch_size"], "epochs": sizes["epochs"],
-                                  "finetune_epochs": sizes["finetune_epochs"], "schedule": "oneshot",
-                                  "channel_criterion": criterion, "kd": kd and name != "dense",
+                                  "finetune_epochs": sizes["finetune_epochs"], "channel_criterion": criterion,
+                                  "kd": kd and name != "dense" and flags["schedule"] == "oneshot",
                                   "data_dir": data_dir, "seed": seed, "precision": "float32", **flags})
                 started = time.time()
                 _log(f"seed {seed}, {name}: training {sizes['epochs']} + {sizes['finetune_epochs']} epochs...")
@@ -170,7 +185,8 @@ def speed(models: dict, sides, batches, rounds: int) -> dict:
     return result
 
 
-def run(out: Path, seeds, sizes: dict, criterion: str = "l1", kd: bool = False, data_dir: str = "") -> dict:
+def run(out: Path, seeds, sizes: dict, criterion: str = "l1", kd: bool = False, data_dir: str = "",
+        schedules=("oneshot",)) -> dict:
     import keras
 
     from . import data as datasets
@@ -178,13 +194,17 @@ def run(out: Path, seeds, sizes: dict, criterion: str = "l1", kd: bool = False, 
     from .params import resolve
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    runs = train_all(out, seeds, sizes, criterion, kd, data_dir)
+    runs = train_all(out, seeds, sizes, criterion, kd, data_dir, variants(schedules))
     keras.mixed_precision.set_global_policy("float32")
     splits = datasets.load(resolve({"patch_size": sizes["patch_size"], "data_dir": data_dir, "seed": seeds[0]}))
-    models = {name: keras.models.load_model(Path(ms[0]["dir"]) / "model.keras", compile=False)
-              for name, ms in runs.items()}
-    _log("int8 TFLite of each first-seed model (calibrated on 64 training patches)...")
-    int8 = {name: len(tflite_bytes(m, "int8", splits)) for name, m in models.items()}
+    # one model per architecture (the schedules of a channel sparsity share one): its first seed's
+    shape = {name: name.rsplit(" ", 1)[0] for name in runs}  # "channel 50% init" -> "channel 50%"
+    models = {}
+    for name, ms in runs.items():
+        if shape[name] not in models:
+            models[shape[name]] = keras.models.load_model(Path(ms[0]["dir"]) / "model.keras", compile=False)
+    _log("int8 TFLite of each architecture (calibrated on 64 training patches)...")
+    int8 = {arch: len(tflite_bytes(m, "int8", splits)) for arch, m in models.items()}
     _log("inference speed...")
     ips = speed(models, sizes["sizes"], sizes["batches"], sizes["rounds"])
     dense_iou = [m["iou"] for m in runs["dense"]]
@@ -197,7 +217,7 @@ def run(out: Path, seeds, sizes: dict, criterion: str = "l1", kd: bool = False, 
             "iou_per_seed": ious, "delta_points_mean": statistics.mean(delta),
             "delta_points_sd": statistics.stdev(delta) if len(delta) > 1 else 0.0,
             "params": ms[0]["params"], "flops": ms[0]["flops"], "keras_bytes": ms[0]["model_bytes"],
-            "int8_tflite_bytes": int8[name], "img_s": ips[name],
+            "int8_tflite_bytes": int8[shape[name]], "img_s": ips[shape[name]],
             "train_s": statistics.mean(m["duration_s"] for m in ms),
         }
     return {"seeds": list(seeds), "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
@@ -218,8 +238,10 @@ def _machine() -> dict:
 
 
 def targets(rows: dict, sizes: dict) -> list[dict]:
-    """Issue #15's targets at 50% channels."""
-    dense, half = rows["dense"], rows["channel 50%"]
+    """Issue #15's targets at 50% channels (one IoU line per schedule)."""
+    dense = rows["dense"]
+    halves = {name: row for name, row in rows.items() if name.startswith("channel 50%")}
+    half = next(iter(halves.values()))  # sizes and speed do not depend on the schedule
     big = max(sizes["sizes"])
     speedups = {b: half["img_s"][f"tflite {big}px b{b}"] / dense["img_s"][f"tflite {big}px b{b}"]
                 for b in sizes["batches"]}
@@ -229,8 +251,8 @@ def targets(rows: dict, sizes: dict) -> list[dict]:
         {"target": f"TFLite CPU speed-up at {big}px, batch " + "/".join(map(str, speedups)),
          "value": " / ".join(f"{s:.2f}" for s in speedups.values()), "goal": ">= 2",
          "met": min(speedups.values()) >= 2},
-        {"target": "mean IoU, channel 50% - dense (points, paired)", "value": round(half["delta_points_mean"], 2),
-         "goal": ">= -1.5", "met": half["delta_points_mean"] >= -1.5},
+        *({"target": f"mean IoU, {name} - dense (points, paired)", "value": round(row["delta_points_mean"], 2),
+           "goal": ">= -1.5", "met": row["delta_points_mean"] >= -1.5} for name, row in halves.items()),
         {"target": "int8 TFLite of channel 50% / dense model.keras", "value":
          f"1/{dense['keras_bytes'] / half['int8_tflite_bytes']:.1f}", "goal": "<= 1/12",
          "met": half["int8_tflite_bytes"] * 12 <= dense["keras_bytes"]},
@@ -238,25 +260,31 @@ def targets(rows: dict, sizes: dict) -> list[dict]:
 
 
 def format_table(r: dict) -> str:
-    rows = r["rows"]
-    speed_keys = list(next(iter(rows.values()))["img_s"])
-    head = ["variant", "val mean IoU", "Δ vs dense (pt)", "params", "MFLOPs", ".keras MB", "int8 TFLite MB",
-            *[f"{k} img/s" for k in speed_keys]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    dense = rows["dense"]
+    """Two Markdown tables (quality and size per row; speed per architecture), then the targets."""
+    rows, dense = r["rows"], r["rows"]["dense"]
+    lines = ["| variant | val mean IoU (mean ± sd) | Δ vs dense, paired (pt) | params | MFLOPs | .keras MB "
+             "| int8 TFLite MB |", "|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
         delta = "—" if name == "dense" else f"{row['delta_points_mean']:+.1f} ± {row['delta_points_sd']:.1f}"
-        cells = [name, f"{row['iou_mean']:.3f} ± {row['iou_sd']:.3f}", delta,
-                 f"{row['params'] / 1e6:.3f} M", f"{row['flops'] / 1e6:.0f}", f"{row['keras_bytes'] / 1e6:.2f}",
-                 f"{row['int8_tflite_bytes'] / 1e6:.2f}"]
-        for k in speed_keys:
-            ratio = row["img_s"][k] / dense["img_s"][k]
-            cells.append(f"{row['img_s'][k]:.1f}" + ("" if name == "dense" else f" ({ratio:.2f}×)"))
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {row['iou_mean']:.3f} ± {row['iou_sd']:.3f} | {delta} | "
+                     f"{row['params'] / 1e6:.3f} M | {row['flops'] / 1e6:.0f} | {row['keras_bytes'] / 1e6:.2f} | "
+                     f"{row['int8_tflite_bytes'] / 1e6:.2f} |")
+    speed_keys = list(dense["img_s"])
+    lines += ["", "| img/s (× dense) | " + " | ".join(speed_keys) + " |", "|---|" + "---|" * len(speed_keys)]
+    shown = set()
+    for name, row in rows.items():
+        arch = name.rsplit(" ", 1)[0]
+        if arch in shown:
+            continue
+        shown.add(arch)
+        cells = [f"{row['img_s'][k]:.1f}" + ("" if name == "dense" else f" ({row['img_s'][k] / dense['img_s'][k]:.2f}×)")
+                 for k in speed_keys]
+        lines.append(f"| {arch} | " + " | ".join(cells) + " |")
     m = r["machine"]
     lines += ["", f"seeds {r['seeds']}, patch {r['sizes']['patch_size']}, {r['sizes']['epochs']} + "
-              f"{r['sizes']['finetune_epochs']} epochs, criterion {r['criterion']}, kd {r['kd']}, "
-              f"TFLite via {r['tflite_runtime']}; {m.get('cpu', '?')}, {r['seconds']} s", "",
+              f"{r['sizes']['finetune_epochs']} epochs (init: all epochs on the thin model), criterion "
+              f"{r['criterion']}, kd {r['kd']}, TFLite float32 via {r['tflite_runtime']}, "
+              f"{m.get('cores', '?')} cores, {m.get('cpu', '?')}, {r['seconds']} s", "",
               "| target | measured | goal | met |", "|---|---|---|---|"]
     lines += [f"| {t['target']} | {t['value']} | {t['goal']} | {'✔' if t['met'] else '✘'} |" for t in r["targets"]]
     return "\n".join(lines)
