@@ -1,7 +1,7 @@
 """`python -m segmodel bench-channels`: does channel pruning pay? Dense vs channel-pruned
 25/50/75% vs weight-pruned 80%, same training budget, several seeds, one process.
 
-Each variant is trained by the trial itself (`run_trial`, schedule oneshot: dense
+Each row is trained by the trial itself (`run_trial`, schedule oneshot: dense
 `--epochs`, prune, fine-tune `--finetune_epochs`; dense trains the same epochs unpruned)
 into OUT/seed<k>/<variant>; a finished folder is reused, so an interrupted run resumes.
 Then, for the first seed's models: params, FLOPs, .keras and int8 TFLite sizes, and CPU
@@ -21,16 +21,17 @@ import sys
 import time
 from pathlib import Path
 
-CHANNEL_SPARSITIES = (0.25, 0.5, 0.75)
+from .errors import ParamError
 
-
-def variants(schedules=("oneshot",)) -> dict[str, dict]:
-    """Row name -> trial flags: dense, channel 25/50/75% with each schedule, weight 80% (oneshot)."""
+def variants(schedules=("oneshot",), channel=(0.25, 0.5, 0.75), weight: float = 0.8) -> dict[str, dict]:
+    """Row name -> trial flags: dense, channel-pruned at each sparsity with each schedule,
+    weight-pruned (oneshot; weight 0 = no such row)."""
     rows = {"dense": {"sparsity": 0.0, "schedule": "oneshot"}}
     for schedule in schedules:
-        for s in CHANNEL_SPARSITIES:
+        for s in channel:
             rows[f"channel {s:.0%} {schedule}"] = {"prune_mode": "channel", "sparsity": s, "schedule": schedule}
-    rows["weight 80% oneshot"] = {"prune_mode": "weight", "sparsity": 0.8, "schedule": "oneshot"}
+    if weight:
+        rows[f"weight {weight:.0%} oneshot"] = {"prune_mode": "weight", "sparsity": weight, "schedule": "oneshot"}
     return rows
 
 
@@ -40,7 +41,7 @@ def _folder(flags: dict) -> str:
     name = f"{flags['prune_mode']}-{flags['sparsity'] * 100:.0f}"
     return name if flags["schedule"] == "oneshot" else f"{name}-{flags['schedule']}"
 
-FULL = dict(patch_size=64, epochs=4, finetune_epochs=3, sizes=(64, 256), batches=(1, 8), rounds=5)
+FULL = dict(patch_size=64, epochs=4, finetune_epochs=3, sizes=(64, 256), batches=(1, 8), rounds=9)
 QUICK = dict(patch_size=32, epochs=1, finetune_epochs=1, sizes=(32, 64), batches=(1, 2), rounds=1)
 
 
@@ -60,6 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune_epochs", type=int, default=None, help="fine-tuning epochs (default 3)")
     p.add_argument("--schedules", nargs="+", default=["oneshot"], choices=("oneshot", "init"),
                    help="schedules of the channel rows (default: oneshot)")
+    p.add_argument("--channel-sparsities", type=float, nargs="+", default=[0.25, 0.5, 0.75], metavar="S",
+                   help="channel rows (default: 0.25 0.5 0.75; the targets need 0.5)")
+    p.add_argument("--weight-sparsity", type=float, default=0.8, metavar="S",
+                   help="the weight-pruning row (default 0.8; 0 = none)")
     p.add_argument("--criterion", default="l1", choices=("l1", "l2", "fpgm"), help="channel_criterion (default l1)")
     p.add_argument("--kd", action="store_true", help="fine-tune the pruned models with distillation")
     p.add_argument("--data_dir", default="", help="dataset (default: the built-in synthetic set)")
@@ -72,8 +77,10 @@ def main(args) -> int:
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
     out = Path(args.out)
-    result = run(out, args.seeds, sizes, criterion=args.criterion, kd=args.kd, data_dir=args.data_dir,
-                 schedules=args.schedules)
+    rows = variants(args.schedules, args.channel_sparsities, args.weight_sparsity)
+    if not any(name.startswith("channel 50%") for name in rows):
+        raise ParamError("--channel-sparsities must include 0.5: the targets are set at 50% channels")
+    result = run(out, args.seeds, sizes, rows, criterion=args.criterion, kd=args.kd, data_dir=args.data_dir)
     table = format_table(result)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "table.md").write_text(table + "\n")
@@ -185,8 +192,8 @@ def speed(models: dict, sides, batches, rounds: int) -> dict:
     return result
 
 
-def run(out: Path, seeds, sizes: dict, criterion: str = "l1", kd: bool = False, data_dir: str = "",
-        schedules=("oneshot",)) -> dict:
+def run(out: Path, seeds, sizes: dict, rows: dict, criterion: str = "l1", kd: bool = False,
+        data_dir: str = "") -> dict:
     import keras
 
     from . import data as datasets
@@ -194,7 +201,7 @@ def run(out: Path, seeds, sizes: dict, criterion: str = "l1", kd: bool = False, 
     from .params import resolve
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    runs = train_all(out, seeds, sizes, criterion, kd, data_dir, variants(schedules))
+    runs = train_all(out, seeds, sizes, criterion, kd, data_dir, rows)
     keras.mixed_precision.set_global_policy("float32")
     splits = datasets.load(resolve({"patch_size": sizes["patch_size"], "data_dir": data_dir, "seed": seeds[0]}))
     # one model per architecture (the schedules of a channel sparsity share one): its first seed's
@@ -208,11 +215,11 @@ def run(out: Path, seeds, sizes: dict, criterion: str = "l1", kd: bool = False, 
     _log("inference speed...")
     ips = speed(models, sizes["sizes"], sizes["batches"], sizes["rounds"])
     dense_iou = [m["iou"] for m in runs["dense"]]
-    rows = {}
+    table = {}
     for name, ms in runs.items():
         ious = [m["iou"] for m in ms]
         delta = [100 * (a - b) for a, b in zip(ious, dense_iou)]
-        rows[name] = {
+        table[name] = {
             "iou_mean": statistics.mean(ious), "iou_sd": statistics.stdev(ious) if len(ious) > 1 else 0.0,
             "iou_per_seed": ious, "delta_points_mean": statistics.mean(delta),
             "delta_points_sd": statistics.stdev(delta) if len(delta) > 1 else 0.0,
@@ -222,8 +229,8 @@ def run(out: Path, seeds, sizes: dict, criterion: str = "l1", kd: bool = False, 
         }
     return {"seeds": list(seeds), "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
             "criterion": criterion, "kd": kd, "tflite_runtime": tflite_interpreter_class().__module__,
-            "machine": _machine(), "seconds": round(time.time() - started), "rows": rows,
-            "targets": targets(rows, sizes)}
+            "machine": _machine(), "seconds": round(time.time() - started), "rows": table,
+            "targets": targets(table, sizes)}
 
 
 def _machine() -> dict:
