@@ -27,7 +27,7 @@ stop:
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nnictl stop --port $(PORT)
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=10 tests
 
 bench: setup
 	$(BIN)/python -m segmodel bench

@@ -7,6 +7,7 @@ Every runner takes float32 NHWC images in [0, 1] and returns class probabilities
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -78,52 +79,89 @@ class SavedModelRunner(Runner):
         return np.asarray(self.loaded.serve(self._tf.constant(np.asarray(x, np.float32))), np.float32)
 
 
-def tflite_interpreter_class():
-    """LiteRT's Interpreter (`ai-edge-litert`, the successor of tf.lite's) when installed,
-    else tf.lite.Interpreter: same constructor and methods."""
+def tflite_api():
+    """(Interpreter, OpResolverType) of LiteRT (`ai-edge-litert`, the successor of
+    tf.lite's) when installed, else of tf.lite: same constructors and methods."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
         import tensorflow as tf
-        Interpreter = tf.lite.Interpreter
-    return Interpreter
+        return tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+    return Interpreter, OpResolverType
+
+
+def tflite_interpreter_class():
+    return tflite_api()[0]
 
 
 class TFLiteRunner(Runner):
     """The TFLite interpreter, quantizing the input and dequantizing the output
-    when the file has integer I/O (scale and zero point read from the file)."""
+    when the file has integer I/O (scale and zero point read from the file).
 
-    def __init__(self, path: Path, threads: int | None = None):
+    TFLite applies its XNNPACK delegate by default. Creating or resizing the delegate's
+    runtime occasionally fails ("failed to create XNNPACK runtime", seen while another
+    process was starting); a measurement must not die on that, so the runner says so in
+    one line on stderr and goes on with TFLite's own kernels (same results, slower)."""
+
+    def __init__(self, path: Path, threads: int | None = None, xnnpack: bool = True):
+        self.path, self.threads = Path(path), threads or _cores()
+        self.xnnpack = xnnpack
+        self.interpreter = self._open()
+        self._batch = int(self.input["shape"][0])
+        self.patch_size = int(self.input["shape"][1])
+        self.n_classes = int(self.output["shape"][-1])
+        self._retrying_without_xnnpack(lambda: self.interpreter.allocate_tensors())
+
+    def _open(self):
+        Interpreter, resolver = tflite_api()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
             try:
-                self.interpreter = tflite_interpreter_class()(model_path=str(path), num_threads=threads or _cores())
+                interpreter = Interpreter(
+                    model_path=str(self.path), num_threads=self.threads,
+                    experimental_op_resolver_type=resolver.AUTO if self.xnnpack
+                    else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
             except ValueError as e:
-                raise ModelFileError(f"{path}: not a TFLite model ({str(e).splitlines()[0][:200]})") from None
-        self._details()
-        self.patch_size = int(self.input["shape"][1])
-        self.n_classes = int(self.output["shape"][-1])
-        self._batch = int(self.input["shape"][0])
-        self.interpreter.allocate_tensors()
+                raise ModelFileError(f"{self.path}: not a TFLite model ({str(e).splitlines()[0][:200]})") from None
+        self.input = interpreter.get_input_details()[0]
+        self.output = interpreter.get_output_details()[0]
+        return interpreter
 
-    def _details(self):
+    def _retrying_without_xnnpack(self, step):
+        """Run step(); if the XNNPACK delegate fails, reopen without it and run it again."""
+        try:
+            return step()
+        except RuntimeError as e:
+            if not self.xnnpack:
+                raise
+            print(f"warning: {self.path.name}: XNNPACK delegate failed ({str(e).splitlines()[0][:120]}); "
+                  "running without it", file=sys.stderr)
+            self.xnnpack = False
+            self.interpreter = self._open()
+            self._batch = None  # not allocated yet: the next call resizes and allocates
+            return step()
+
+    def _resize(self, batch: int):
+        self.interpreter.resize_tensor_input(self.input["index"], [batch, *self.input["shape"][1:]])
+        self._batch = batch
+        self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
 
+    def _invoke(self, x):
+        if self._batch != len(x):
+            self._resize(len(x))
+        self.interpreter.set_tensor(self.input["index"], x)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output["index"])
+
     def probabilities(self, x):
         x = np.asarray(x, np.float32)
-        if self._batch != len(x):
-            self.interpreter.resize_tensor_input(self.input["index"], list(x.shape))
-            self.interpreter.allocate_tensors()
-            self._details()
-            self._batch = len(x)
         if self.input["dtype"] in (np.int8, np.uint8):
             scale, zero = self.input["quantization"]
             info = np.iinfo(self.input["dtype"])
             x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self.input["dtype"])
-        self.interpreter.set_tensor(self.input["index"], x)
-        self.interpreter.invoke()
-        y = self.interpreter.get_tensor(self.output["index"])
+        y = self._retrying_without_xnnpack(lambda: self._invoke(x))
         if self.output["dtype"] in (np.int8, np.uint8):
             scale, zero = self.output["quantization"]
             y = (y.astype(np.float32) - zero) * scale

@@ -2,7 +2,20 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 # Tests import helpers from this folder (nni_helpers) and never re-exec trial.py.
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture
+def policy():
+    """Set Keras' dtype policy for one test (`policy("mixed_bfloat16")`); the process
+    gets back the policy it had. Both precisions run on any x86 CPU (bf16 is only
+    slow without AMX), so precision-dependent behaviour is tested on every machine."""
+    import keras
+    before = keras.mixed_precision.global_policy().name
+    yield keras.mixed_precision.set_global_policy
+    keras.mixed_precision.set_global_policy(before)

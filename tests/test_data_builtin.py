@@ -35,6 +35,8 @@ def counted(root, spec):  # every generator run leaves a line, so "built once" i
     write_dataset(root, spec)
 
 go = Path(sys.argv[2])
+with open(sys.argv[4], "a") as ready:  # started and imported: now wait at the barrier
+    ready.write(f"{{os.getpid()}}\\n")
 while not go.exists():
     time.sleep(0.002)
 path, built = ensure(SynthSpec({spec}), Path(sys.argv[1]), writer=counted)
@@ -82,10 +84,12 @@ def test_synthetic_is_deterministic_and_imbalanced(tmp_path):
 def test_parallel_first_use_builds_once(tmp_path):
     cache, go = tmp_path / "cache", tmp_path / "go"
     script = WORKER.format(spec=SPEC_ARGS)
-    runs = tmp_path / "generator-runs.log"
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(cache), str(go), str(runs)],
+    runs, ready = tmp_path / "generator-runs.log", tmp_path / "ready.log"
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(cache), str(go), str(runs), str(ready)],
                               stdout=subprocess.PIPE, text=True) for _ in range(6)]
-    time.sleep(1.5)  # let every interpreter start and wait at the barrier
+    while not ready.exists() or len(ready.read_text().splitlines()) < len(procs):  # all six at the barrier
+        assert all(p.poll() is None for p in procs), "a worker died before the barrier"
+        time.sleep(0.05)
     go.touch()
     results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)

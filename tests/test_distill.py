@@ -29,12 +29,6 @@ def logits():
     return (rng.normal(0, 3, shape).astype("float32"), rng.normal(0, 3, shape).astype("float32"))
 
 
-@pytest.fixture
-def policy():
-    """Tests that set a precision policy leave the process as they found it."""
-    before = keras.mixed_precision.global_policy().name
-    yield keras.mixed_precision.set_global_policy
-    keras.mixed_precision.set_global_policy(before)
 
 
 @pytest.mark.parametrize("t", TEMPERATURES)

@@ -9,9 +9,10 @@ pytestmark = pytest.mark.slow
 def test_two_trials_succeed_and_report(tmp_path):
     epochs, finetune = 2, 1
     config = base_config(trialCommand=base_config()["trialCommand"].replace(
-        "--epochs 1 --finetune_epochs 1", f"--epochs {epochs} --finetune_epochs {finetune}"))
+        "--epochs 1 --finetune_epochs 1", f"--epochs {epochs} --finetune_epochs {finetune}"),
+        trialConcurrency=2)  # side by side: a trial is mostly start-up, which two cores overlap
     with NNIExperiment(config, tmp_path) as exp:
-        trials = exp.wait_done(timeout=420, n_trials=2)
+        trials = exp.wait_done(n_trials=2)
         assert len(trials) == 2
         for t in trials:
             tid = t["trialJobId"]

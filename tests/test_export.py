@@ -108,3 +108,40 @@ def test_help_for_every_command(capsys):
             main([command, "--help"])
         assert e.value.code == 0
         assert command in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fails_at", ["allocate_tensors", "invoke"])
+def test_tflite_runner_goes_on_without_xnnpack_when_the_delegate_fails(exported, monkeypatch, capsys, fails_at):
+    """The XNNPACK delegate sometimes cannot be created ("failed to create XNNPACK runtime");
+    here it always fails, at creation or at the first run, and the runner must still answer,
+    with the same numbers as TFLite's own kernels and one line on stderr saying so."""
+    from segmodel import inference
+    from segmodel.inference import TFLiteRunner
+
+    path = exported / "model_float32.tflite"
+    x = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
+    expected = TFLiteRunner(path, xnnpack=False).probabilities(x)
+    capsys.readouterr()
+
+    real, resolver = inference.tflite_api()  # LiteRT's, or tf.lite's where LiteRT is not installed
+
+    class BrokenDelegate(real):
+        def __init__(self, *args, experimental_op_resolver_type=resolver.AUTO, **kwargs):
+            super().__init__(*args, experimental_op_resolver_type=experimental_op_resolver_type, **kwargs)
+            self.broken = experimental_op_resolver_type == resolver.AUTO  # AUTO = with XNNPACK
+
+    def failing(name):
+        def method(self, *args, **kwargs):
+            if self.broken:
+                raise RuntimeError("failed to create XNNPACK runtime\nNode number 46 (TfLiteXNNPackDelegate) failed")
+            return getattr(real, name)(self, *args, **kwargs)
+        return method
+
+    monkeypatch.setattr(BrokenDelegate, fails_at, failing(fails_at))
+    monkeypatch.setattr(inference, "tflite_api", lambda: (BrokenDelegate, resolver))
+    runner = TFLiteRunner(path)
+    got = runner.probabilities(x)
+    assert not runner.xnnpack
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "XNNPACK delegate failed" in err[0] and "running without it" in err[0], err

@@ -49,11 +49,6 @@ def zero_masks(model, names):
     return {w.path: w.numpy() == 0 for n in names for w in prunable_weights(by_name[n])}
 
 
-@pytest.fixture
-def policy():
-    """Set a dtype policy for one test, restoring float32 after."""
-    yield keras.mixed_precision.set_global_policy
-    keras.mixed_precision.set_global_policy("float32")
 
 
 # ---- mask computation -------------------------------------------------------------------

@@ -26,7 +26,7 @@ def experiment(tmp_path_factory):
     with NNIExperiment(config, work) as exp:
         # A running experiment (trials waiting or training) reports without error.
         assert main(["report", exp.id, "--out", str(work / "early")]) == 0
-        exp.wait_done(timeout=420, n_trials=2)
+        exp.wait_done(n_trials=2)
         yield exp
 
 
