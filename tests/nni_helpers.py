@@ -7,6 +7,7 @@ Usage:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -138,3 +139,34 @@ def final_and_intermediate(records: list[dict]) -> tuple[list, list]:
         value = json.loads(value) if isinstance(value, str) else value
         (final if r["type"] == "FINAL" else inter).append(value)
     return final, inter
+
+
+@contextlib.contextmanager
+def running_experiment(config, workdir, attempts=2):
+    """An NNIExperiment whose tuner connected. NNI 3.0 gives the tuner process a
+    hard-coded 10 s to connect (nni_node/core/tuner_command_channel.js); on a machine
+    so loaded that importing it takes longer, the experiment is ERROR before any trial:
+    start a fresh one once more."""
+    for attempt in range(1, attempts + 1):
+        folder = Path(workdir) / f"attempt{attempt}"
+        folder.mkdir()
+        exp = NNIExperiment(config, folder)
+        exp.start()
+        try:
+            if _tuner_connected(exp) or attempt == attempts:
+                yield exp
+                return
+        finally:
+            exp.stop()
+
+
+def _tuner_connected(exp, timeout=30) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = exp.get("/check-status")
+        if status["status"] == "ERROR":
+            return "Tuner did not connect" not in str(status.get("errors"))
+        if exp.trials():
+            return True
+        time.sleep(1)
+    return True
