@@ -110,7 +110,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
 
 # ---- phases -------------------------------------------------------------------
 
-def _compile(model, params: Params, n_classes: int, teacher=None):
+def compile_trainer(model, params: Params, n_classes: int, teacher=None):
     optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate)
     if teacher is not None:
         trainer = Distiller(model, teacher, task_loss(params.class_weights), params.kd_alpha, params.kd_temperature)
@@ -121,7 +121,7 @@ def _compile(model, params: Params, n_classes: int, teacher=None):
 
 
 def _fit(model, params, splits, epochs, phase, history, reporter, teacher=None, callbacks=()):
-    trainer = _compile(model, params, splits.n_classes, teacher)
+    trainer = compile_trainer(model, params, splits.n_classes, teacher)
     runtime.build_before_tracing(trainer, splits.train.element_spec)  # one trace, not two
     guard = DivergenceGuard()
     report = EpochReporter(reporter, params.objective, phase, history, guard)
