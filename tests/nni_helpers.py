@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,25 +18,11 @@ from pathlib import Path
 
 import yaml
 
+from segmodel.experiments import free_port  # noqa: F401  (the tests' helper too)
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 NNICTL = str(BIN / "nnictl")
-
-
-def free_port() -> int:
-    """A free TCP port; NNI also uses port+1 internally, so make sure both are free."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65000:
-            with socket.socket() as s2:
-                try:
-                    s2.bind(("127.0.0.1", port + 1))
-                    return port
-                except OSError:
-                    continue
-    raise RuntimeError("no free port pair found")
 
 
 def base_config(**overrides) -> dict:

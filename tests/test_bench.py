@@ -134,9 +134,11 @@ def test_bench_quick_prints_every_figure(tmp_path):
     assert t["pruned/dense float32"] == pytest.approx(t["pruned float32"]["step_ms"] / t["dense float32"]["step_ms"],
                                                       rel=0.02)
     assert 0 < r["flops"]["achieved"]["dense float32"]["fraction_of_peak"]
-    # The whole bench's peak includes the trial-like start it measured first, and the
-    # memory of this process now (MB, not KB or bytes: both read by the same code).
-    assert r["memory"]["peak_rss_mb"] >= r["memory"]["trial_peak_rss_mb_at_first_step"] >= r["fixed_cost"]["rss_mb"]
+    # The whole bench's peak includes the trial-like start it measured first, whose peak
+    # includes its RSS at that moment (MB all: a KB/bytes mix-up is 1000x off; the kernel's
+    # peak and psutil's current RSS are counted a little differently, hence the 1%).
+    m = r["memory"]
+    assert m["peak_rss_mb"] >= m["trial_peak_rss_mb_at_first_step"] >= 0.99 * r["fixed_cost"]["rss_mb"]
     assert {t["target"] for t in r["targets"]} >= {"trial fixed cost, process start to first step (s)"}
     assert "Targets" in out.stderr and "Training (in-memory batches" in out.stderr  # the table, beside the JSON
 

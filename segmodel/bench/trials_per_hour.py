@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,21 +58,6 @@ def main(args) -> int:
     return 0
 
 
-def _free_port() -> int:
-    """A free port whose successor is free too (NNI also listens on port + 1)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-    raise SegmodelError("no free pair of ports for the NNI manager")
-
-
 def measure(base: dict, concurrency: int, trials: int, stall: float) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "SEGMODEL_TRIAL_CONCURRENCY"}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # nnictl and the trials' python3
@@ -86,7 +70,7 @@ def measure(base: dict, concurrency: int, trials: int, stall: float) -> dict:
         config.pop("assessor", None)
         path = Path(tmp) / "config.yml"
         path.write_text(yaml.safe_dump(config))
-        created = subprocess.run([NNICTL, "create", "--config", str(path), "--port", str(_free_port())],
+        created = subprocess.run([NNICTL, "create", "--config", str(path), "--port", str(experiments.free_port())],
                                  env=env, capture_output=True, text=True, timeout=180, cwd=tmp)
         if created.returncode != 0:
             raise SegmodelError(f"nnictl create failed: {(created.stdout + created.stderr).strip()[-300:]}")
