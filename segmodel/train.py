@@ -97,9 +97,10 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
         metrics.update(kd_temperature=params.kd_temperature, kd_alpha=params.kd_alpha,
                        kd_teacher=params.teacher or "dense")
 
-    save_model_atomic(model, out / "model.keras")
-    # the shipped size, raw and gzip: a pruned model's zeros cost full size raw, almost nothing gzipped
-    metrics.update(model_bytes=(out / "model.keras").stat().st_size, model_gzip_bytes=gzip_size(out / "model.keras"))
+    shipped = out / "model.keras"
+    save_model_atomic(model, shipped)
+    # raw and gzip: a pruned model's zeros cost full size raw, almost nothing gzipped
+    metrics.update(model_bytes=shipped.stat().st_size, model_gzip_bytes=gzip_size(shipped))
     history.write_csv(out / "history.csv")
     write_json_atomic(out / "params.json", params.to_dict())
     write_json_atomic(out / "metrics.json", metrics)
@@ -111,6 +112,8 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
 # ---- phases -------------------------------------------------------------------
 
 def compile_trainer(model, params: Params, n_classes: int, teacher=None):
+    """The model compiled for one phase, or a Distiller around it when there is a teacher
+    (`segmodel bench` compiles its models with this too)."""
     optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate)
     if teacher is not None:
         trainer = Distiller(model, teacher, task_loss(params.class_weights), params.kd_alpha, params.kd_temperature)
