@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +74,6 @@ class Trial:
     def duration_s(self) -> float | None:
         if self.start_ms is None:
             return None
-        import time
         end = self.end_ms if self.end_ms is not None else (time.time() * 1000 if self.status == "RUNNING" else None)
         return None if end is None else round((end - self.start_ms) / 1000, 1)
 

@@ -10,6 +10,9 @@ more than 1 point of mean IoU against the Keras model gets a warning.
 """
 from __future__ import annotations
 
+# Heavy libraries (TensorFlow, Keras, PIL) are imported inside the functions that use them:
+# `python -m segmodel --help` imports every command module, and should stay instant.
+
 import argparse
 import json
 import shutil

@@ -11,6 +11,9 @@ is the class index, its colour the class colour) and DIR/<name>_overlay.png.
 """
 from __future__ import annotations
 
+# Heavy libraries (TensorFlow, Keras, PIL) are imported inside the functions that use them:
+# `python -m segmodel --help` imports every command module, and should stay instant.
+
 import argparse
 import json
 import time

@@ -3,6 +3,9 @@
 
 Reads NNI's database read-only, so it works while the experiment runs. Trials that
 failed, were early-stopped or still run are listed too, after the ranked ones.
+
+Heavy libraries (TensorFlow, Keras, matplotlib, PIL) are imported inside the functions that
+use them: `python -m segmodel --help` imports every command module, and should stay instant.
 """
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""`python -m segmodel data synth DIR` and `python -m segmodel data inspect DIR`."""
+"""`python -m segmodel data synth DIR` and `python -m segmodel data inspect DIR`.
+
+Heavy libraries (TensorFlow, Keras, matplotlib, PIL) are imported inside the functions that
+use them: `python -m segmodel --help` imports every command module, and should stay instant.
+"""
 from __future__ import annotations
 
 import json
