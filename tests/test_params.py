@@ -256,3 +256,13 @@ def test_bad_parameter_fails_before_tensorflow_is_imported():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip() == "error: sparsity must be in [0, 1), got 1.0"
+
+
+def test_config_yml_passes_only_what_differs_from_the_defaults():
+    """One source of truth: a default lives in Params; config.yml's trial command states
+    only where the experiment differs (a flag equal to its default would be a second copy)."""
+    from segmodel.bench.trials import config_trial_flags
+    flags = parse_flags(config_trial_flags(Path(__file__).resolve().parents[1] / "config.yml"))
+    assert flags, "config.yml's trialCommand has no flags: then say so in its comment"
+    for name, raw in flags.items():
+        assert getattr(resolve({name: raw}), name) != getattr(Params(), name), f"--{name} repeats its default"
