@@ -15,13 +15,31 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import SegmodelError
 
 ENDED = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
+
+
+def free_port() -> int:
+    """A free TCP port for `nnictl create --port`; NNI also uses port+1 internally, so both are free."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 65000:
+            with socket.socket() as s2:
+                try:
+                    s2.bind(("127.0.0.1", port + 1))
+                    return port
+                except OSError:
+                    continue
+    raise ExperimentError("no free pair of ports for the NNI manager")
 
 
 class ExperimentError(SegmodelError):
@@ -56,7 +74,6 @@ class Trial:
     def duration_s(self) -> float | None:
         if self.start_ms is None:
             return None
-        import time
         end = self.end_ms if self.end_ms is not None else (time.time() * 1000 if self.status == "RUNNING" else None)
         return None if end is None else round((end - self.start_ms) / 1000, 1)
 

@@ -3,6 +3,9 @@
 
 Reads NNI's database read-only, so it works while the experiment runs. Trials that
 failed, were early-stopped or still run are listed too, after the ranked ones.
+
+Heavy libraries (TensorFlow, Keras, matplotlib, PIL) are imported inside the functions that
+use them: `python -m segmodel --help` imports every command module, and should stay instant.
 """
 from __future__ import annotations
 
@@ -11,11 +14,11 @@ import csv
 import io
 import math
 import sys
-import zlib
 from pathlib import Path
 
 from . import experiments
 from .experiments import Experiment, Trial
+from .files import gzip_size
 
 FIXED = ("rank", "trial", "seq", "status", "default", "iou", "dense_iou", "accuracy", "sparsity",
          "gzip_mb", "duration_s")
@@ -123,16 +126,6 @@ def _error_line(t: Trial) -> str:
             if errors or lines:
                 return (errors or lines)[-1][:160]
     return ""
-
-
-def gzip_size(path: Path, chunk: int = 1 << 20) -> int:
-    """Bytes of the file gzip-compressed (zlib level 6, as `gzip -6`), streamed."""
-    z = zlib.compressobj(6, zlib.DEFLATED, 31)
-    total = 0
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            total += len(z.compress(block))
-    return total + len(z.flush())
 
 
 # ---- output -------------------------------------------------------------------------

@@ -16,8 +16,7 @@ import zipfile
 
 import pytest
 
-from nni_helpers import NNICTL, STALL_S, TINY_DATA, base_config, final_and_intermediate, free_port
-from test_robustness import running_experiment
+from nni_helpers import NNICTL, STALL_S, TINY_DATA, base_config, final_and_intermediate, free_port, running_experiment
 
 pytestmark = pytest.mark.slow
 

@@ -6,18 +6,16 @@
 - a broken search space (a name the trial does not know) fails every trial with one
   clear line in its stderr while the experiment runs on to its trial limit.
 """
-import contextlib
 import json
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nni_helpers import NNIExperiment, base_config
+from nni_helpers import base_config, running_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny but real: built-in data, 32 px patches with a wide training stride (~90 patches).
@@ -63,7 +61,7 @@ def _nan_proof_ce(y, p):
 @pytest.mark.parametrize("case", ["nan_loss", "nan_weights_finite_loss"])
 def test_divergence_guard_stops_at_the_first_bad_batch(case, precision, policy):
     import keras
-    from segmodel.train import DivergenceGuard
+    from segmodel.callbacks import DivergenceGuard
 
     policy(precision)
     x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
@@ -131,36 +129,6 @@ def test_same_seed_same_metrics_with_op_determinism(tmp_path):
 
 
 # ---- a broken search space in a real experiment ----------------------------------------------
-
-@contextlib.contextmanager
-def running_experiment(config, workdir, attempts=2):
-    """An NNIExperiment whose tuner connected. NNI 3.0 gives the tuner process a
-    hard-coded 10 s to connect (nni_node/core/tuner_command_channel.js); on a machine
-    so loaded that importing it takes longer, the experiment is ERROR before any trial:
-    start a fresh one once more."""
-    for attempt in range(1, attempts + 1):
-        folder = Path(workdir) / f"attempt{attempt}"
-        folder.mkdir()
-        exp = NNIExperiment(config, folder)
-        exp.start()
-        try:
-            if _tuner_connected(exp) or attempt == attempts:
-                yield exp
-                return
-        finally:
-            exp.stop()
-
-
-def _tuner_connected(exp, timeout=30) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        status = exp.get("/check-status")
-        if status["status"] == "ERROR":
-            return "Tuner did not connect" not in str(status.get("errors"))
-        if exp.trials():
-            return True
-        time.sleep(1)
-    return True
 
 
 @pytest.mark.slow
