@@ -51,6 +51,8 @@ def base_config(**overrides) -> dict:
         "maxExperimentDuration": "10m",
     })
     config.pop("assessor", None)
+    if "codeDirectory" in config["tuner"]:  # segmodel's tuner adapter: this checkout, not the temp config's folder
+        config["tuner"]["codeDirectory"] = str(ROOT)
     config.update(overrides)
     return config
 
