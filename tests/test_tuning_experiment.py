@@ -3,31 +3,17 @@ the trial an assessor stops reaches the tuner with its last intermediate `defaul
 shows it, and `nnictl resume` replays it to the new tuner process."""
 import csv
 import subprocess
-import time
 
 import pytest
 
 from nni_helpers import NNICTL, ROOT, base_config, final_and_intermediate, free_port
+from test_resume import TRIAL, wait_for  # six epochs: the first trial is stopped long before it could finish
 from test_robustness import running_experiment
 
-from segmodel import experiments
+from segmodel import experiments, tuner_bench
 from segmodel.__main__ import main
 
 pytestmark = pytest.mark.slow
-
-# Six epochs of a few seconds each: the first trial is stopped after its first, long before it could finish.
-TRIAL = ("--patch_size 32 --val_fraction 0.1 --batch_size 8 "
-         "--schedule init --sparsity 0 --epochs 6 --finetune_epochs 0 --threads 1")
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise TimeoutError(f"waited {timeout}s for {what}")
 
 
 def told_records(exp) -> dict:
@@ -61,6 +47,10 @@ def test_a_stopped_trial_reaches_the_tuner_and_survives_resume(tmp_path):
         assert float(rows[stopped.id]["told"]) == pytest.approx(told[stopped.id]["value"])
         assert float(rows[finished.id]["told"]) == pytest.approx(finished.final["default"])
         assert (out / "best_vs_time.png").read_bytes()[:4] == b"\x89PNG"
+        # The measurement's table row for this experiment (segmodel/tuner_bench.py).
+        row = tuner_bench.summarize(experiments.load(folder))
+        assert (row["trials"], row["finished"], row["stopped"], row["near_dup_stopped"]) == (2, 1, 1, 0)
+        assert row["best"] == finished.final["default"] and row["best_minute"] > 0
 
         # Resume: NNI imports only the succeeded trial; the adapter replays the stopped one.
         assert subprocess.run([NNICTL, "stop", exp.id], env=exp.env, capture_output=True, timeout=120).returncode == 0
