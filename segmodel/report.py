@@ -284,7 +284,9 @@ def plot_best_vs_time(exp: Experiment, path: Path, metric: str = "default") -> b
     start = exp.start_ms or min(t.start_ms for t in exp.trials if t.start_ms)
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     xs, ys = [p[0] for p in points], [p[1] for p in points]
-    ax.step(xs, ys, where="post", color="#C44E52", lw=2, label=f"best {metric} so far")
+    last = max((t.end_ms for t in exp.trials if t.end_ms), default=start)  # hold the best to the last trial's end
+    ax.step(xs + [max(xs[-1], (last - start) / 60000)], ys + ys[-1:], where="post", color="#C44E52", lw=2,
+            label=f"best {metric} so far")
     finals = [((t.end_ms - start) / 60000, t.final[metric]) for t in exp.trials
               if t.end_ms and isinstance(t.final.get(metric), (int, float))]
     ax.scatter(*zip(*finals), s=28, color="#4C72B0", label="finished trial", zorder=3)

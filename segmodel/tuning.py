@@ -143,10 +143,10 @@ class InformedTuner(Tuner):
         self._record(parameter_id, trial.id, value, source, trial.status)
 
     def _replay(self) -> None:
-        """On resume: the ended trials NNI's own import leaves out (all but SUCCEEDED with a final)."""
+        """On resume: the ended trials NNI's own import leaves out (it imports SUCCEEDED ones with a final)."""
         entries = []
         for t in self.trials():
-            if t.status not in ENDED or (t.status == "SUCCEEDED" and _finite(t.final.get("default"))):
+            if t.status not in ENDED or (t.status == "SUCCEEDED" and t.final):
                 continue
             value, source = told_value(t, self.worst)
             entries.append({"parameter": t.parameters, "value": {"default": value}})
