@@ -105,7 +105,7 @@ def test_tpe_stops_proposing_what_the_assessor_stopped():
     ("Evolution", dict(optimize_mode="maximize", population_size=6)),
     ("Random", dict(seed=0)),
 ])
-def test_every_supported_tuner_is_told_every_ending(name, args):
+def test_every_supported_tuner_is_told_every_ending(name, args, monkeypatch, caplog):
     if name == "Anneal":
         pytest.importorskip("hyperopt")
     tuner = Scripted(tuner=name, **args)
@@ -119,6 +119,15 @@ def test_every_supported_tuner_is_told_every_ending(name, args):
         (0.8, "final"), (0.41, "last_intermediate"), (0.0, "failed"), (0.0, "no_result")]
     assert all(r["trial"] == f"trial{pid}" for pid, r in enumerate(told))
     tuner.generate_parameters(len(outcomes))  # still proposing
+    # nnictl resume: a fresh tuner process gets the 9 trials without a final replayed.
+    monkeypatch.setenv("NNI_MODE", "resume")
+    resumed = Scripted(tuner=name, **args)
+    resumed.history = tuner.history
+    with caplog.at_level(logging.INFO, logger="segmodel.tuning"):
+        resumed.update_search_space(SPACE)
+    assert sum("(resume:" in r.getMessage() for r in caplog.records) == 9
+    resumed.import_data([{"parameter": t.parameters, "value": t.final} for t in tuner.trials() if t.final])
+    assert resumed.generate_parameters(100) is not None
 
 
 def test_evolution_survives_what_nni_own_early_stop_path_breaks():
