@@ -31,6 +31,18 @@ STALL_S = 300
 TINY_DATA = "--patch_size 32 --patch_stride 160 --val_fraction 0.1"
 
 
+def wait_for(predicate, what, stall=STALL_S):
+    """Poll until predicate() is truthy; give up only after `stall` seconds without it
+    (a hang on any machine, not a deadline tuned on one)."""
+    deadline = time.time() + stall
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"waited {stall}s for {what}")
+
+
 def base_config(**overrides) -> dict:
     """config.yml with tiny, fast trials; overrides replace top-level keys."""
     config = yaml.safe_load((ROOT / "config.yml").read_text())
@@ -43,6 +55,8 @@ def base_config(**overrides) -> dict:
         "maxExperimentDuration": "10m",
     })
     config.pop("assessor", None)
+    if "codeDirectory" in config["tuner"]:  # segmodel's tuner adapter: this checkout, not the temp config's folder
+        config["tuner"]["codeDirectory"] = str(ROOT)
     config.update(overrides)
     return config
 

@@ -10,12 +10,15 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nni_helpers import base_config, running_experiment
+from nni_helpers import STALL_S, base_config, running_experiment
+
+from segmodel.experiments import read_told
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny but real: built-in data, 32 px patches with a wide training stride (~90 patches).
@@ -154,3 +157,9 @@ def test_broken_search_space_fails_trials_clearly_and_experiment_runs_on(tmp_pat
             assert not (exp.trial_dir(tid) / "metrics.json").exists()
         # The run is over but not in error: every trial was tried.
         assert exp.wait_done()
+        # ... and config.yml's tuner was told each failure as the worst result (segmodel/tuning.py).
+        folder = exp.workdir / "nni-experiments" / exp.id
+        deadline = time.time() + STALL_S
+        while len(told := read_told(folder)) < 3 and time.time() < deadline:
+            time.sleep(1)  # the dispatcher handles TRIAL_END just after NNI records the status
+        assert sorted((r["value"], r["source"]) for r in told.values()) == [(0.0, "failed")] * 3, told
