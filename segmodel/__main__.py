@@ -1,7 +1,8 @@
 """`python -m segmodel COMMAND`: train | data | report | export | predict | bench.
 
 Each command lives in its own module exposing `register(subparsers)`, which adds a
-subparser whose `func(args) -> int` does the work."""
+subparser whose `func(args) -> int` does the work; `train` and `bench` parse their own
+arguments (a trial's flags are its parameters; each bench has its own)."""
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,7 @@ import sys
 
 from .errors import SegmodelError
 
-COMMAND_MODULES = ("segmodel.data.cli", "segmodel.report", "segmodel.export", "segmodel.predict", "segmodel.bench",
-                   "segmodel.channel_bench")
+COMMAND_MODULES = ("segmodel.data.cli", "segmodel.report", "segmodel.export", "segmodel.predict", "segmodel.bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,11 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:
+    if argv[:1] == ["train"]:  # imported here: the trial parses its own flags (TensorFlow loads only after)
         from .cli_trial import main as trial_main
         return trial_main(argv[1:], prog="python -m segmodel train")
-    args = build_parser().parse_args(argv)
     try:
+        if argv[:1] == ["bench"]:  # parses its own arguments: each bench has its own
+            from .bench import main as bench_main
+            return bench_main(argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args) or 0
     except SegmodelError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

@@ -13,6 +13,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from .data.palette import from_mapping
+
 # ---- TensorBoard, live -----------------------------------------------------------
 
 def tensorboard_callbacks(history) -> list:
@@ -224,8 +226,7 @@ def _outline():
 
 def colourize(labels: np.ndarray, class_names, palette: dict) -> np.ndarray:
     """Class-index map HxW -> RGB uint8 image in the palette's colours."""
-    from matplotlib.colors import to_rgb
-    lut = np.array([[round(255 * v) for v in to_rgb(palette.get(n, "#000000"))] for n in class_names], np.uint8)
+    lut = from_mapping({n: palette[n] for n in class_names}, "palette").colors
     return lut[np.clip(labels, 0, len(lut) - 1)]
 
 

@@ -237,7 +237,9 @@ def importance(filters: np.ndarray, criterion: str) -> np.ndarray:
         return np.sqrt((filters ** 2).sum(1))
     if criterion == "fpgm":
         sq = (filters ** 2).sum(1)  # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: C x C memory, not C x C x k
-        return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * filters @ filters.T, 0)).sum(1)
+        d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * filters @ filters.T, 0)
+        np.fill_diagonal(d2, 0)  # exactly: rounding would leave sqrt(1e-16)-sized self-distances
+        return np.sqrt(d2).sum(1)
     raise ParamError(f"channel_criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
 
 

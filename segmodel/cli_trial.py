@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None, prog: str = "trial.py") -> int:
     try:
         params = resolve(flags, nni_bridge.tuned_parameters())
         out_dir = params.output_dir or nni_bridge.output_dir() or "out"
-        from .train import run_trial
+        from .train import run_trial  # after the parameters are valid: importing TensorFlow takes seconds
         metrics = run_trial(params, nni_bridge.Reporter(), out_dir)
     except SegmodelError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

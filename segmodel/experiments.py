@@ -5,7 +5,8 @@ NNI 3.0 keeps each experiment in `<workdir>/<id>/` (default workdir
 `~/nni-experiments/.experiment`). We read `db/nni.sqlite` read-only: it holds the
 config, every trial's status events, hyperparameters and reported metrics. Each
 trial's files (our metrics.json, model.keras, plots) are in its log path,
-`environments/local-env/trials/<trial id>/` on the local platform.
+`environments/local-env/trials/<trial id>/` on the local platform. What segmodel's tuner
+adapter told the tuner about each trial is in `checkpoint/tuner_told.jsonl` (segmodel/tuning.py).
 
 A plain trial folder (`python -m segmodel train --output_dir DIR`) also works
 wherever one trial is enough (export): see `load_trial_folder`.
@@ -15,13 +16,32 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import SegmodelError
 
 ENDED = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
+TOLD_LOG = Path("checkpoint") / "tuner_told.jsonl"   # written by segmodel.tuning.InformedTuner
+
+
+def free_port() -> int:
+    """A free TCP port for `nnictl create --port`; NNI also uses port+1 internally, so both are free."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 65000:
+            with socket.socket() as s2:
+                try:
+                    s2.bind(("127.0.0.1", port + 1))
+                    return port
+                except OSError:
+                    continue
+    raise ExperimentError("no free pair of ports for the NNI manager")
 
 
 class ExperimentError(SegmodelError):
@@ -40,6 +60,8 @@ class Trial:
     end_ms: int | None = None
     message: str = ""
     dir: Path | None = None                            # the trial's output folder, if found
+    told: dict | None = None                           # what segmodel's tuner adapter told the tuner (TOLD_LOG)
+    parameter_id: int | None = None                    # the tuner's id for `parameters`
 
     @property
     def metrics(self) -> dict:
@@ -56,7 +78,6 @@ class Trial:
     def duration_s(self) -> float | None:
         if self.start_ms is None:
             return None
-        import time
         end = self.end_ms if self.end_ms is not None else (time.time() * 1000 if self.status == "RUNNING" else None)
         return None if end is None else round((end - self.start_ms) / 1000, 1)
 
@@ -77,6 +98,7 @@ class Experiment:
     config: dict
     trials: list[Trial]
     status: str = ""          # from nnictl's registry (RUNNING, DONE, STOPPED, ...), if known
+    start_ms: int | None = None  # when the experiment started
 
     @property
     def optimize_mode(self) -> str:
@@ -152,7 +174,8 @@ def load(experiment: str | os.PathLike) -> Experiment:
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
         try:
-            profile = conn.execute("SELECT params, id FROM ExperimentProfile ORDER BY revision DESC LIMIT 1").fetchone()
+            profile = conn.execute("SELECT params, id, startTime FROM ExperimentProfile "
+                                   "ORDER BY revision DESC LIMIT 1").fetchone()
             events = conn.execute("SELECT timestamp, trialJobId, event, data, logPath, sequenceId, message "
                                   "FROM TrialJobEvent ORDER BY timestamp, rowid").fetchall()
             metrics = conn.execute("SELECT trialJobId, type, sequence, data FROM MetricData "
@@ -169,7 +192,7 @@ def load(experiment: str | os.PathLike) -> Experiment:
         if seq is not None and seq >= 0:
             t.sequence = seq
         if data and not t.parameters:  # the hyperparameters come with WAITING or RUNNING
-            t.parameters = _parameters(data)
+            t.parameters, t.parameter_id = _parameters(data)
         if event == "RUNNING":
             t.start_ms = ts
         elif event in ENDED:
@@ -188,13 +211,34 @@ def load(experiment: str | os.PathLike) -> Experiment:
         else:
             t.intermediate.append(value if isinstance(value, dict) else {"default": value})
     killed = _killed_by_assessor(folder)
+    told = read_told(folder)
     for t in trials.values():
+        t.told = told.get(t.id)
         if t.dir is None:
             t.dir = _trial_dir(folder, t.id, None)
         if t.status == "USER_CANCELED" and t.id in killed:
             t.status = "EARLY_STOPPED"
     status = (_registry().get(exp_id) or {}).get("status", "")
-    return Experiment(exp_id, folder, config, sorted(trials.values(), key=lambda t: t.sequence), status)
+    return Experiment(exp_id, folder, config, sorted(trials.values(), key=lambda t: t.sequence), status,
+                      profile[2] if profile else None)
+
+
+def read_told(folder: Path) -> dict[str, dict]:
+    """Trial id -> the first record segmodel's tuner adapter wrote for it ({} without the adapter).
+    A line cut short by a crash is skipped."""
+    told: dict[str, dict] = {}
+    try:
+        lines = (Path(folder) / TOLD_LOG).read_text().splitlines()
+    except OSError:
+        return told
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("trial"):
+            told.setdefault(record["trial"], record)
+    return told
 
 
 def _killed_by_assessor(folder: Path) -> set[str]:
@@ -208,14 +252,16 @@ def _killed_by_assessor(folder: Path) -> set[str]:
     return set(re.findall(r'received command from dispatcher: KI, "([^"]+)"', text))
 
 
-def _parameters(data: str) -> dict:
+def _parameters(data: str) -> tuple[dict, int | None]:
+    """(parameters, parameter_id) from a trial event's data."""
     try:
         value = json.loads(data)
         value = json.loads(value) if isinstance(value, str) else value
         params = value.get("parameters", value)
-        return json.loads(params) if isinstance(params, str) else dict(params)
+        pid = value.get("parameter_id")
+        return (json.loads(params) if isinstance(params, str) else dict(params)), pid if isinstance(pid, int) else None
     except (json.JSONDecodeError, AttributeError, TypeError):
-        return {}
+        return {}, None
 
 
 def _decode(data: str):

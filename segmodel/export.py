@@ -10,19 +10,22 @@ more than 1 point of mean IoU against the Keras model gets a warning.
 """
 from __future__ import annotations
 
+# Heavy libraries (TensorFlow, Keras, PIL) are imported inside the functions that use them:
+# `python -m segmodel --help` imports every command module, and should stay instant.
+
 import argparse
-import io
 import json
 import shutil
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import experiments
+from .cli import add_command
 from .errors import DataError, SegmodelError
+from .files import gzip_size, raw_size
 from .inference import load_runner
 
 WARN_POINTS = 1.0   # mean IoU points (percent) a quantized model may lose before we warn
@@ -34,10 +37,7 @@ class ExportError(SegmodelError):
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("export", help="best trial -> .keras, SavedModel, TFLite fp32/fp16/int8, each measured",
-                              description=__doc__.split("\n\n")[0].replace("`", ""),
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n\n", 1)[1])
+    p = add_command(subparsers, "export", __doc__, "best trial -> .keras, SavedModel, TFLite fp32/fp16/int8, each measured")
     p.add_argument("experiment", metavar="EXPERIMENT",
                    help="NNI experiment id or folder (or one trial's output folder)")
     p.add_argument("--trial", default=None, metavar="ID", help="trial id (or sequence number); default: the best")
@@ -116,7 +116,7 @@ def export_trial(trial, out: Path, formats=FORMATS, calibration_samples: int = 1
         written = time.time() - t
         print(f"  measuring validation IoU by running {path.name}...", file=sys.stderr, flush=True)
         scores = evaluate_file(path, splits)
-        raw, gz = size_of(path)
+        raw, gz = raw_size(path), gzip_size(path)
         entries.append({"format": fmt, "file": path.name, "bytes": raw, "gzip_bytes": gz,
                         "val_iou": scores["iou"], "val_accuracy": scores["accuracy"],
                         "class_iou": scores["class_iou"], "seconds_to_write": round(written, 1),
@@ -217,19 +217,6 @@ def convert_tflite(saved_dir: Path, kind: str, splits, calibration_samples: int)
 
 
 # ---- measuring ----------------------------------------------------------------------
-
-def size_of(path: Path) -> tuple[int, int]:
-    """Raw bytes, and gzip bytes (a folder is measured as a .tar.gz)."""
-    import gzip
-    if path.is_dir():
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
-            tar.add(path, arcname=path.name)
-        raw = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-        return raw, len(buf.getvalue())
-    data = path.read_bytes()
-    return len(data), len(gzip.compress(data, compresslevel=6))
-
 
 def io_details(path: Path) -> dict:
     """A TFLite file's input/output dtype and [scale, zero_point] (what a deployment must feed)."""

@@ -39,7 +39,3 @@ def multi_unet_model(dr: float = 0.1, n_classes: int = 6, IMG_HEIGHT: int = 256,
     outputs = layers.Activation("softmax", dtype="float32", name="softmax")(logits)
     return keras.Model(inputs, outputs, name="multi_unet")
 
-
-def logits_model(model: keras.Model) -> keras.Model:
-    """The same weights, returning the pre-softmax logits (for distillation)."""
-    return keras.Model(model.inputs, model.get_layer("logits").output, name=f"{model.name}_logits")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from .errors import ParamError
+from .files import parse_json, read_json
 
 SCHEDULES = ("init", "oneshot", "agp")
 PRUNE_MODES = ("weight", "channel")
@@ -66,7 +67,7 @@ class Params:
     objective: str = _p("accuracy", "what `default` reports: " + " | ".join(OBJECTIVES), choices=OBJECTIVES)
     precision: str = _p("auto", "compute precision: " + " | ".join(PRECISIONS), choices=PRECISIONS)
     threads: int = _p(0, "TensorFlow intra-op threads (0 = cores / concurrent trials)")
-    output_dir: str = _p("", "where artifacts go (default: NNI's trial output dir, else ./out)", tunable=False)
+    output_dir: str = _p("", "where artifacts go (default: NNI's trial output dir, else ./out)")
 
     # ---- derived values -------------------------------------------------
     @property
@@ -83,16 +84,10 @@ class Params:
         if not self.prune_config:
             return [{"sparsity": self.sparsity, "op_types": ["default"]}] if self.sparsity > 0 else []
         text = self.prune_config
-        if not text.lstrip().startswith("["):
-            try:
-                with open(text) as f:
-                    text = f.read()
-            except OSError as e:
-                raise ParamError(f"prune_config: cannot read {text!r}: {e.strerror}") from None
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ParamError(f"prune_config: not valid JSON ({e.msg} at char {e.pos})") from None
+        if text.lstrip().startswith("["):
+            value = parse_json(text, "prune_config", ParamError)
+        else:
+            value = read_json(text, "prune_config", ParamError)
         if not isinstance(value, list):
             raise ParamError("prune_config: must be a JSON list of dicts, as NNI's config_list")
         return value
@@ -232,6 +227,3 @@ def resolve(flags: Mapping[str, Any] | None = None, tuned: Mapping[str, Any] | N
         params.update(tuned, "NNI search space")
     return params.validate()
 
-
-def tunable_names() -> list[str]:
-    return [f.name for f in fields(Params) if f.metadata.get("tunable", True)]

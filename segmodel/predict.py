@@ -11,6 +11,9 @@ is the class index, its colour the class colour) and DIR/<name>_overlay.png.
 """
 from __future__ import annotations
 
+# Heavy libraries (TensorFlow, Keras, PIL) are imported inside the functions that use them:
+# `python -m segmodel --help` imports every command module, and should stay instant.
+
 import argparse
 import json
 import time
@@ -18,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import add_command
+from .data.palette import Palette, from_mapping, load_palette
 from .errors import SegmodelError
 
 
@@ -26,10 +31,7 @@ class PredictError(SegmodelError):
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="colour masks + overlays for images of any size (.keras/.tflite)",
-                              description=__doc__.split("\n\n")[0].replace("`", ""),
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n\n", 1)[1])
+    p = add_command(subparsers, "predict", __doc__, "colour masks + overlays for images of any size (.keras/.tflite)")
     p.add_argument("model", metavar="MODEL", help="model.keras, model_*.tflite or a SavedModel folder")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (JPEG, PNG, ...), any size")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -54,13 +56,13 @@ def main(args: argparse.Namespace) -> int:
     patch = args.patch_size or runner.patch_size
     if not patch:
         raise PredictError(f"{args.model} accepts any input size: give --patch-size")
-    names, palette = class_palette(Path(args.model), args.palette)
+    palette = class_palette(Path(args.model), args.palette)
+    names, lut = palette.names, palette.colors
     if runner.n_classes and runner.n_classes != len(names):
         raise PredictError(f"{args.model} predicts {runner.n_classes} classes but the palette has {len(names)} "
                            f"({', '.join(names)}): give --palette")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lut = palette_lut(names, palette)
     for n, path in enumerate(images, start=1):
         started = time.time()
         image = read_image(path)
@@ -78,35 +80,19 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def class_palette(model_path: Path, palette_file: str | None) -> tuple[list[str], dict]:
+def class_palette(model_path: Path, palette_file: str | None) -> Palette:
     """Class names and colours: --palette, else export.json beside the model, else the default."""
-    from . import CLASS_NAMES, PALETTE
     if palette_file:
-        try:
-            palette = json.loads(Path(palette_file).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise PredictError(f"cannot read palette {palette_file}: {e}") from None
-        if not isinstance(palette, dict) or not palette:
-            raise PredictError(f"palette {palette_file}: expected a JSON object {{name: '#RRGGBB'}}")
-        return list(palette), palette
+        return load_palette(palette_file)
     meta = model_path.parent / "export.json"  # beside a .keras/.tflite file or a saved_model/ folder
     if meta.is_file():
         try:
             info = json.loads(meta.read_text())
-            if info.get("class_names") and info.get("palette"):
-                return list(info["class_names"]), dict(info["palette"])
         except (OSError, json.JSONDecodeError):
-            pass
-    return list(CLASS_NAMES), dict(PALETTE)
-
-
-def palette_lut(names, palette: dict) -> np.ndarray:
-    def rgb(hex_colour: str):
-        h = str(hex_colour).lstrip("#")
-        if len(h) != 6:
-            raise PredictError(f"palette colour {hex_colour!r} is not #RRGGBB")
-        return [int(h[i:i + 2], 16) for i in (0, 2, 4)]
-    return np.array([rgb(palette[n]) for n in names], np.uint8)
+            info = {}  # not ours, or half a file: fall back to the default palette
+        if info.get("class_names") and info.get("palette"):
+            return from_mapping({n: info["palette"][n] for n in info["class_names"]}, f"{meta}: palette")
+    return load_palette()
 
 
 def read_image(path: Path) -> np.ndarray:

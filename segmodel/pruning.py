@@ -15,10 +15,6 @@ traced (graph-mode) train step: pruned weights stay exactly zero, and after
 """
 from __future__ import annotations
 
-import gzip
-import time
-from pathlib import Path
-
 import keras
 import numpy as np
 from keras import ops
@@ -33,17 +29,38 @@ CONFIG_KEYS = ("sparsity", "sparsity_per_layer", "op_types", "op_names", "exclud
 
 # ---- which weights: NNI's config_list ----------------------------------------------------
 
+def walk_layers(layer) -> list:
+    """Every layer nested in `layer`, depth first, each once (public Keras API: a Model,
+    Sequential included, lists its layers in `.layers`; a plain layer has none)."""
+    found, seen = [], set()
+
+    def visit(parent):
+        for sub in parent.layers if isinstance(parent, keras.Model) else ():
+            if id(sub) not in seen:
+                seen.add(id(sub))
+                found.append(sub)
+                visit(sub)
+
+    visit(layer)
+    return found
+
+
+def own_weights(layer) -> list:
+    """The layer's own variables: those of the layers nested in it (a Model's) excluded."""
+    nested = {id(v) for sub in walk_layers(layer) for v in sub.weights}
+    return [v for v in layer.weights if id(v) not in nested]
+
+
 def prunable_weights(layer) -> list:
     """The layer's own trainable weight tensors except biases (NNI skips every weight whose
-    name contains 'bias'; a normalization layer's `beta` is its bias too)."""
-    return [v for v in getattr(layer, "_trainable_variables", ())
-            if "bias" not in v.name and v.name != "beta"]
+    name contains 'bias'; a normalization layer's `beta` is its bias too). Only what the
+    optimizer trains: a frozen layer (`trainable = False`) is left as it is."""
+    return [v for v in own_weights(layer) if v.trainable and "bias" not in v.name and v.name != "beta"]
 
 
 def weighted_layers(model: keras.Model) -> list:
     """Every layer, nested ones included, that owns a prunable weight."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if prunable_weights(layer)]
+    return [layer for layer in walk_layers(model) if prunable_weights(layer)]
 
 
 def layer_targets(model: keras.Model, config_list: list[dict]) -> dict[str, float]:
@@ -183,9 +200,6 @@ class Pruner:
                 w.constraint = w.constraint.inner if isinstance(w.constraint, MaskConstraint) else w.constraint
         return self.model
 
-    def stats(self) -> dict:
-        return sparsity_stats(self.model, self.targets)
-
 
 # ---- AGP: Zhu & Gupta (2017), as NNI's AGPPruner -------------------------------------------
 
@@ -224,19 +238,9 @@ class AGPCallback(keras.callbacks.Callback):
 
 # ---- measured, not claimed ----------------------------------------------------------------
 
-def layer_sparsity(model: keras.Model, layer_names) -> dict[str, float]:
-    """Fraction of exact zeros in each named layer's prunable weights."""
-    by_name = {layer.name: layer for layer in weighted_layers(model)}
-    out = {}
-    for name in layer_names:
-        values = [w.numpy() for w in prunable_weights(by_name[name])]
-        out[name] = sum(int(np.count_nonzero(v == 0)) for v in values) / sum(v.size for v in values)
-    return out
-
-
 def sparsity_stats(model: keras.Model, layer_names) -> dict:
-    """Measured from the weights: zeros over the pruned layers' prunable weights, the
-    least sparse of those layers, and whole-model parameter counts."""
+    """Measured from the weights: the fraction of zeros over the named layers' prunable
+    weights, and whole-model parameter counts."""
     by_name = {layer.name: layer for layer in weighted_layers(model)}
     zeros = size = 0
     for name in layer_names:
@@ -247,85 +251,3 @@ def sparsity_stats(model: keras.Model, layer_names) -> dict:
     params = sum(int(np.prod(v.shape)) for v in model.weights)
     nonzero = sum(int(np.count_nonzero(v.numpy())) for v in model.weights)
     return {"sparsity": zeros / size if size else 0.0, "params": params, "nonzero_params": nonzero}
-
-
-def model_file_sizes(path) -> dict:
-    """Bytes of a saved model.keras, raw and gzip-compressed (level 6, as `gzip` does): the
-    zeros of a pruned model cost full size on disk but almost nothing compressed."""
-    data = Path(path).read_bytes()
-    return {"model_bytes": len(data), "model_gzip_bytes": len(gzip.compress(data, compresslevel=6))}
-
-
-# ---- overhead benchmark (reused by `segmodel bench`) ------------------------------------------
-
-class _ReapplyMasks(keras.callbacks.Callback):
-    """The alternative to the constraint: re-multiply weights by masks after each batch."""
-
-    def __init__(self, pairs):
-        super().__init__()
-        self.pairs = pairs
-
-    def on_train_batch_end(self, batch, logs=None):
-        for w, mask in self.pairs:
-            w.assign(w * mask)
-
-
-class _StepClock(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.ends: list[float] = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.ends.append(time.perf_counter())
-
-
-def measure_step_overhead(patch_size: int = 64, batch_size: int = 8, sparsity: float = 0.8,
-                          steps: int = 20, rounds: int = 3, n_classes: int = 6) -> dict:
-    """Median wall time of one training step of the U-Net: dense, masks held by the
-    constraint (what we ship), and masks re-applied by a callback. All three models are
-    timed in this process in interleaved rounds, so a shared CPU affects them alike;
-    the ratios to dense are the figures to quote. Uses the current dtype policy."""
-    from .losses import task_loss
-    from .metrics import training_metrics
-    from .model import multi_unet_model
-
-    rng = np.random.default_rng(0)
-    n = batch_size * steps
-    x = rng.random((n, patch_size, patch_size, 3), dtype=np.float32)
-    y = np.eye(n_classes, dtype=np.float32)[rng.integers(0, n_classes, (n, patch_size, patch_size))]
-    config = [{"sparsity": sparsity, "op_types": ["default"]}]
-
-    variants = {}
-    for method in ("dense", "constraint", "callback"):
-        keras.utils.set_random_seed(0)
-        model = multi_unet_model(0.1, n_classes, patch_size, patch_size, 3)
-        callbacks = []
-        if method == "constraint":
-            Pruner(model, config).prune()
-        elif method == "callback":
-            pairs = []
-            for layer in weighted_layers(model):
-                for w in prunable_weights(layer):
-                    mask = magnitude_mask(w.numpy(), sparsity)
-                    w.assign(w.numpy() * mask)
-                    pairs.append((w, keras.Variable(mask.astype(w.dtype), dtype=w.dtype, trainable=False)))
-            callbacks.append(_ReapplyMasks(pairs))
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=task_loss([1 / n_classes] * n_classes),
-                      metrics=training_metrics(n_classes))
-        model.fit(x[:2 * batch_size], y[:2 * batch_size], batch_size=batch_size, epochs=1, verbose=0,
-                  callbacks=callbacks)  # trace once, outside the clock
-        variants[method] = (model, callbacks, [])
-
-    for _ in range(rounds):
-        for model, callbacks, times in variants.values():
-            clock = _StepClock()
-            model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False,
-                      callbacks=[*callbacks, clock])
-            times += list(np.diff(clock.ends))
-
-    step = {m: float(np.median(t)) for m, (_, _, t) in variants.items()}
-    return {"patch_size": patch_size, "batch_size": batch_size, "sparsity": sparsity,
-            "steps": (steps - 1) * rounds, "precision": keras.mixed_precision.global_policy().name,
-            **{f"{m}_step_s": round(s, 5) for m, s in step.items()},
-            "constraint_ratio": round(step["constraint"] / step["dense"], 3),
-            "callback_ratio": round(step["callback"] / step["dense"], 3)}

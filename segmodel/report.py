@@ -1,9 +1,13 @@
 """`python -m segmodel report EXPERIMENT`: a leaderboard of an experiment's trials
-(table, CSV, Markdown) and a Pareto plot of mean IoU against sparsity and model size
-(or FLOPs: `--pareto-x mflops,gzip_mb`).
+(table, CSV, Markdown) with what the tuner was told about each, a Pareto plot of mean
+IoU against sparsity and model size (or FLOPs: `--pareto-x mflops,gzip_mb`), and the best
+`default` so far against time.
 
 Reads NNI's database read-only, so it works while the experiment runs. Trials that
 failed, were early-stopped or still run are listed too, after the ranked ones.
+
+Heavy libraries (TensorFlow, Keras, matplotlib, PIL) are imported inside the functions that
+use them: `python -m segmodel --help` imports every command module, and should stay instant.
 """
 from __future__ import annotations
 
@@ -12,13 +16,13 @@ import csv
 import io
 import math
 import sys
-import zlib
 from pathlib import Path
 
 from . import experiments
 from .experiments import Experiment, Trial
+from .files import gzip_size
 
-FIXED = ("rank", "trial", "seq", "status", "default", "iou", "dense_iou", "accuracy", "sparsity",
+FIXED = ("rank", "trial", "seq", "status", "default", "told", "iou", "dense_iou", "accuracy", "sparsity",
          "gzip_mb", "mflops", "duration_s")
 # Pareto x axes: row key -> (label, larger is better)
 PARETO_AXES = {"sparsity": ("sparsity (fraction of weights zero, or removed)", True),
@@ -58,6 +62,8 @@ def main(args: argparse.Namespace) -> int:
     written = ["leaderboard.csv", "leaderboard.md"]
     if plot_pareto(rows, out / "pareto.png", title=f"experiment {exp.id}", axes=axes):
         written.append("pareto.png")
+    if plot_best_vs_time(exp, out / "best_vs_time.png"):
+        written.append("best_vs_time.png")
     print(f"wrote {', '.join(str(out / w) for w in written)}")
     return 0
 
@@ -96,6 +102,7 @@ def leaderboard(exp: Experiment, metric: str = "default", progress: bool = False
             "rank": rank if has_final else "",
             "trial": t.id, "seq": t.sequence, "status": t.status,
             "default": t.final.get(metric) if has_final else _last_intermediate(t, metric),
+            "told": told(t),
             "iou": m.get("iou"), "dense_iou": m.get("dense_iou"), "accuracy": m.get("accuracy"),
             "sparsity": m.get("sparsity"), "gzip_mb": gz / 1e6 if isinstance(gz, (int, float)) else None,
             "mflops": m["flops"] / 1e6 if isinstance(m.get("flops"), (int, float)) else None,
@@ -107,6 +114,16 @@ def leaderboard(exp: Experiment, metric: str = "default", progress: bool = False
                 if interrupted else _note(t, metric, exp.config.get("maxTrialDuration"))),
         })
     return rows
+
+
+def told(t: Trial):
+    """The `default` the tuner got for this trial: what segmodel's tuner adapter logged
+    (segmodel/tuning.py), else the final result (every final reaches the tuner); None when
+    the tuner was told nothing (a stopped or failed trial under a plain NNI tuner)."""
+    if t.told is not None:
+        return t.told.get("value")
+    value = t.final.get("default")
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _last_intermediate(t: Trial, metric: str):
@@ -136,16 +153,6 @@ def _error_line(t: Trial) -> str:
             if errors or lines:
                 return (errors or lines)[-1][:160]
     return ""
-
-
-def gzip_size(path: Path, chunk: int = 1 << 20) -> int:
-    """Bytes of the file gzip-compressed (zlib level 6, as `gzip -6`), streamed."""
-    z = zlib.compressobj(6, zlib.DEFLATED, 31)
-    total = 0
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            total += len(z.compress(block))
-    return total + len(z.flush())
 
 
 # ---- output -------------------------------------------------------------------------
@@ -196,7 +203,7 @@ def to_markdown(exp: Experiment, rows: list[dict], columns: list[str], metric: s
         md += [f"- `{r['trial']}` (#{r['seq']}) **{r['status']}**: {r['note']}" for r in others]
     else:
         md.append("None: every trial finished with a result.")
-    md += ["", "![Pareto plot](pareto.png)", ""]
+    md += ["", "![Pareto plot](pareto.png)", "", "![Best default against time](best_vs_time.png)", ""]
     return "\n".join(md)
 
 
@@ -249,6 +256,58 @@ def plot_pareto(rows: list[dict], path: Path, title: str = "", axes=("sparsity",
         ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"{title}: mean IoU against {' and '.join(PARETO_AXES[k][0].split(' (')[0] for k in axes)}"
                  .strip(": "))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def best_so_far(exp: Experiment, metric: str = "default") -> list[tuple[float, float, Trial]]:
+    """(minutes since the experiment started, best final `metric` so far, trial that set it),
+    one point per finished trial, in the order they ended."""
+    sign = -1 if exp.optimize_mode == "minimize" else 1
+    start = exp.start_ms or min((t.start_ms for t in exp.trials if t.start_ms), default=0)
+    done = sorted((t for t in exp.trials if t.end_ms and isinstance(t.final.get(metric), (int, float))),
+                  key=lambda t: t.end_ms)
+    points, best = [], None
+    for t in done:
+        if best is None or sign * t.final[metric] > sign * best.final[metric]:
+            best = t
+        points.append(((t.end_ms - start) / 60000, best.final[metric], best))
+    return points
+
+
+def plot_best_vs_time(exp: Experiment, path: Path, metric: str = "default") -> bool:
+    """Best final `metric` so far against minutes since the start (the curve that says
+    whether more time would pay), each trial's final result and the stopped trials' told values."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = best_so_far(exp, metric)
+    if not points:
+        print("no finished trial yet: no best-vs-time plot", file=sys.stderr)
+        return False
+    start = exp.start_ms or min(t.start_ms for t in exp.trials if t.start_ms)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    last = max((t.end_ms for t in exp.trials if t.end_ms), default=start)  # hold the best to the last trial's end
+    ax.step(xs + [max(xs[-1], (last - start) / 60000)], ys + ys[-1:], where="post", color="#C44E52", lw=2,
+            label=f"best {metric} so far")
+    finals = [((t.end_ms - start) / 60000, t.final[metric]) for t in exp.trials
+              if t.end_ms and isinstance(t.final.get(metric), (int, float))]
+    ax.scatter(*zip(*finals), s=28, color="#4C72B0", label="finished trial", zorder=3)
+    stopped = [((t.end_ms - start) / 60000, told(t)) for t in exp.trials
+               if t.end_ms and not t.final and told(t) is not None]
+    if stopped:
+        ax.scatter(*zip(*stopped), marker="x", s=36, color="#8C8C8C",
+                   label="stopped / failed (value told the tuner)", zorder=3)
+    ax.set_xlabel("minutes since the experiment started")
+    ax.set_ylabel(metric)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"experiment {exp.id}: best {metric} {points[-1][1]:.4f} at {xs[ys.index(points[-1][1])]:.1f} min")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -205,7 +205,7 @@ def configure(params) -> str:
 
 def _report_usage() -> None:
     """One line at the exit of an NNI trial: CPU seconds against wall seconds, so its log
-    shows how much of the CPU it got (benchmarks/trials_per_hour.py reads it)."""
+    shows how much of the CPU it got (`bench trials-per-hour` reads it)."""
     t = os.times()
     try:
         import psutil

@@ -7,9 +7,9 @@ Usage:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+
+from segmodel.experiments import free_port  # noqa: F401  (the tests' helper too)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -29,20 +31,16 @@ STALL_S = 300
 TINY_DATA = "--patch_size 32 --patch_stride 160 --val_fraction 0.1"
 
 
-def free_port() -> int:
-    """A free TCP port; NNI also uses port+1 internally, so make sure both are free."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65000:
-            with socket.socket() as s2:
-                try:
-                    s2.bind(("127.0.0.1", port + 1))
-                    return port
-                except OSError:
-                    continue
-    raise RuntimeError("no free port pair found")
+def wait_for(predicate, what, stall=STALL_S):
+    """Poll until predicate() is truthy; give up only after `stall` seconds without it
+    (a hang on any machine, not a deadline tuned on one)."""
+    deadline = time.time() + stall
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(f"waited {stall}s for {what}")
 
 
 def base_config(**overrides) -> dict:
@@ -57,6 +55,8 @@ def base_config(**overrides) -> dict:
         "maxExperimentDuration": "10m",
     })
     config.pop("assessor", None)
+    if "codeDirectory" in config["tuner"]:  # segmodel's tuner adapter: this checkout, not the temp config's folder
+        config["tuner"]["codeDirectory"] = str(ROOT)
     config.update(overrides)
     return config
 
@@ -156,3 +156,34 @@ def final_and_intermediate(records: list[dict]) -> tuple[list, list]:
         value = json.loads(value) if isinstance(value, str) else value
         (final if r["type"] == "FINAL" else inter).append(value)
     return final, inter
+
+
+@contextlib.contextmanager
+def running_experiment(config, workdir, attempts=2):
+    """An NNIExperiment whose tuner connected. NNI 3.0 gives the tuner process a
+    hard-coded 10 s to connect (nni_node/core/tuner_command_channel.js); on a machine
+    so loaded that importing it takes longer, the experiment is ERROR before any trial:
+    start a fresh one once more."""
+    for attempt in range(1, attempts + 1):
+        folder = Path(workdir) / f"attempt{attempt}"
+        folder.mkdir()
+        exp = NNIExperiment(config, folder)
+        exp.start()
+        try:
+            if _tuner_connected(exp) or attempt == attempts:
+                yield exp
+                return
+        finally:
+            exp.stop()
+
+
+def _tuner_connected(exp, timeout=30) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = exp.get("/check-status")
+        if status["status"] == "ERROR":
+            return "Tuner did not connect" not in str(status.get("errors"))
+        if exp.trials():
+            return True
+        time.sleep(1)
+    return True

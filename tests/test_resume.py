@@ -16,8 +16,7 @@ import zipfile
 
 import pytest
 
-from nni_helpers import NNICTL, STALL_S, TINY_DATA, base_config, final_and_intermediate, free_port
-from test_robustness import running_experiment
+from nni_helpers import NNICTL, TINY_DATA, base_config, final_and_intermediate, free_port, running_experiment, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -26,18 +25,6 @@ pytestmark = pytest.mark.slow
 # stops the experiment: NNI's SIGINT stays pending and its SIGKILL 5 s later ends the trial,
 # however fast the CPU. No pruning: this is about processes and files, not the model.
 TRIAL = f"{TINY_DATA} --batch_size 8 --schedule init --sparsity 0 --epochs 3 --finetune_epochs 0 --threads 1"
-
-
-def wait_for(predicate, what, stall=STALL_S):
-    """Poll until predicate() is truthy; give up only after `stall` seconds without it
-    (a hang on any machine, not a deadline tuned on one)."""
-    deadline = time.time() + stall
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise TimeoutError(f"waited {stall}s for {what}")
 
 
 def check_artifacts_complete_or_absent(folder):

@@ -6,7 +6,6 @@
 - a broken search space (a name the trial does not know) fails every trial with one
   clear line in its stderr while the experiment runs on to its trial limit.
 """
-import contextlib
 import json
 import math
 import subprocess
@@ -17,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nni_helpers import NNIExperiment, base_config
+from nni_helpers import STALL_S, base_config, running_experiment
+
+from segmodel.experiments import read_told
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny but real: built-in data, 32 px patches with a wide training stride (~90 patches).
@@ -63,7 +64,7 @@ def _nan_proof_ce(y, p):
 @pytest.mark.parametrize("case", ["nan_loss", "nan_weights_finite_loss"])
 def test_divergence_guard_stops_at_the_first_bad_batch(case, precision, policy):
     import keras
-    from segmodel.train import DivergenceGuard
+    from segmodel.callbacks import DivergenceGuard
 
     policy(precision)
     x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
@@ -132,36 +133,6 @@ def test_same_seed_same_metrics_with_op_determinism(tmp_path):
 
 # ---- a broken search space in a real experiment ----------------------------------------------
 
-@contextlib.contextmanager
-def running_experiment(config, workdir, attempts=2):
-    """An NNIExperiment whose tuner connected. NNI 3.0 gives the tuner process a
-    hard-coded 10 s to connect (nni_node/core/tuner_command_channel.js); on a machine
-    so loaded that importing it takes longer, the experiment is ERROR before any trial:
-    start a fresh one once more."""
-    for attempt in range(1, attempts + 1):
-        folder = Path(workdir) / f"attempt{attempt}"
-        folder.mkdir()
-        exp = NNIExperiment(config, folder)
-        exp.start()
-        try:
-            if _tuner_connected(exp) or attempt == attempts:
-                yield exp
-                return
-        finally:
-            exp.stop()
-
-
-def _tuner_connected(exp, timeout=30) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        status = exp.get("/check-status")
-        if status["status"] == "ERROR":
-            return "Tuner did not connect" not in str(status.get("errors"))
-        if exp.trials():
-            return True
-        time.sleep(1)
-    return True
-
 
 @pytest.mark.slow
 def test_broken_search_space_fails_trials_clearly_and_experiment_runs_on(tmp_path):
@@ -186,3 +157,9 @@ def test_broken_search_space_fails_trials_clearly_and_experiment_runs_on(tmp_pat
             assert not (exp.trial_dir(tid) / "metrics.json").exists()
         # The run is over but not in error: every trial was tried.
         assert exp.wait_done()
+        # ... and config.yml's tuner was told each failure as the worst result (segmodel/tuning.py).
+        folder = exp.workdir / "nni-experiments" / exp.id
+        deadline = time.time() + STALL_S
+        while len(told := read_told(folder)) < 3 and time.time() < deadline:
+            time.sleep(1)  # the dispatcher handles TRIAL_END just after NNI records the status
+        assert sorted((r["value"], r["source"]) for r in told.values()) == [(0.0, "failed")] * 3, told

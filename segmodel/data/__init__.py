@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..params import Params
 from .palette import Palette, load_palette
 from .pipeline import build, fits_cache, n_patches
 from .readers import Source, find_pairs, scan
 
-DEFAULT_TOLERANCE = 0.001
+DEFAULT_TOLERANCE = Params().palette_tolerance  # one default, the parameter's
 
 
 @dataclass
@@ -79,8 +80,7 @@ def load(params) -> Splits:
         raise DataError(f"palette has {palette.n_classes} classes but the loss has {n_weights} class weights "
                         f"(weight1..weight{n_weights}); give a palette with {n_weights} classes")
     root = resolve_data_dir(params.data_dir)
-    tolerance = getattr(params, "palette_tolerance", DEFAULT_TOLERANCE)
-    _, sources = scan_dataset(root, palette, tolerance)
+    _, sources = scan_dataset(root, palette, params.palette_tolerance)
     p = params.patch_size
     stride = params.patch_stride or p
     train_src, val_src = split_sources(sources, params.val_fraction, params.seed, p, stride)

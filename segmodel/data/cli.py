@@ -1,4 +1,8 @@
-"""`python -m segmodel data synth DIR` and `python -m segmodel data inspect DIR`."""
+"""`python -m segmodel data synth DIR` and `python -m segmodel data inspect DIR`.
+
+Heavy libraries (TensorFlow, Keras, matplotlib, PIL) are imported inside the functions that
+use them: `python -m segmodel --help` imports every command module, and should stay instant.
+"""
 from __future__ import annotations
 
 import json
@@ -8,6 +12,9 @@ import sys
 from pathlib import Path
 
 from ..errors import DataError
+from ..params import Params
+
+TOLERANCE = Params().palette_tolerance  # the trial's default, not a second one
 
 
 def register(subparsers) -> None:
@@ -32,8 +39,8 @@ def register(subparsers) -> None:
     inspect.add_argument("--patch-size", type=int, metavar="P", default=256, help="patch side (default 256)")
     inspect.add_argument("--patch-stride", type=int, metavar="S", default=0, help="stride between patches (0 = patch size)")
     inspect.add_argument("--palette", default="", metavar="FILE", help="JSON file: class name -> hex colour")
-    inspect.add_argument("--palette-tolerance", type=float, metavar="F", default=0.001,
-                         help="fraction of a mask's pixels allowed outside the palette (default 0.001)")
+    inspect.add_argument("--palette-tolerance", type=float, metavar="F", default=TOLERANCE,
+                         help="fraction of a mask's pixels allowed outside the palette (default %(default)s)")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.set_defaults(func=cmd_inspect)
 
@@ -61,7 +68,8 @@ def cmd_synth(args) -> int:
     return 0
 
 
-def inspect_dataset(root, patch: int, stride: int = 0, palette_path: str = "", tolerance: float = 0.001) -> dict:
+def inspect_dataset(root, patch: int, stride: int = 0, palette_path: str = "",
+                    tolerance: float = TOLERANCE) -> dict:
     """What `data inspect --json` prints."""
     import numpy as np
 

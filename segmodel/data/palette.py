@@ -7,15 +7,24 @@ colours that do not occur in its masks, so it is never read automatically).
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .. import PALETTE as DUBAI_PALETTE
 from ..errors import DataError
+from ..files import read_json
+
+# The Dubai aerial imagery classes, in class-index order, with their mask colours.
+DUBAI_PALETTE = {
+    "Building": "#3C1098",
+    "Land": "#8429F6",
+    "Road": "#6EC1E4",
+    "Vegetation": "#FEDD3A",
+    "Water": "#E2A929",
+    "Unlabeled": "#9B9B9B",
+}
+CLASS_NAMES = tuple(DUBAI_PALETTE)
 
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
@@ -85,15 +94,7 @@ def load_palette(path: str = "") -> Palette:
     """The Dubai palette, or the one in a JSON file (class name -> hex colour, in class order)."""
     if not path:
         return from_mapping(DUBAI_PALETTE, "default palette")
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise DataError(f"palette: cannot read {path}: {e.strerror}") from None
-    try:
-        mapping = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"palette: {path} is not valid JSON ({e.msg} at char {e.pos})") from None
-    return from_mapping(mapping, f"palette {path}")
+    return from_mapping(read_json(path, "palette", DataError), f"palette {path}")
 
 
 def describe_unknown(rgb: np.ndarray, unknown: np.ndarray, limit: int = 5) -> str:

@@ -1,27 +1,31 @@
-"""`python -m segmodel bench-channels`: does channel pruning pay? Dense vs channel-pruned
+"""`python -m segmodel bench channels`: does channel pruning pay? Dense vs channel-pruned
 25/50/75% vs weight-pruned 80%, same training budget, several seeds, one process.
 
-Each row is trained by the trial itself (`run_trial`, schedule oneshot: dense
-`--epochs`, prune, fine-tune `--finetune_epochs`; dense trains the same epochs unpruned)
-into OUT/seed<k>/<variant>; a finished folder is reused, so an interrupted run resumes.
+Each row is a real trial (`python -m segmodel train`, schedule oneshot: dense `--epochs`,
+prune, fine-tune `--finetune_epochs`; init: all epochs on the thin model; dense trains the
+same epochs unpruned) into OUT/seed<k>/<row>; a finished one is reused, so a run resumes.
 Then, for the first seed's models: params, FLOPs, .keras and int8 TFLite sizes, and CPU
 inference images/s of the Keras model and its float32 TFLite file (through LiteRT when
 installed) at 64 and 256 px, batch 1 and 8, all variants interleaved in rounds so a
 shared CPU slows them alike: quote the ratios.
 
-    python -m segmodel bench-channels --out runs/channels --seeds 0 1 2
-    python -m segmodel bench-channels --out /tmp/cb --quick     # seconds: checks every stage runs
+    python -m segmodel bench channels --out runs/channels --seeds 0 1 2
+    python -m segmodel bench channels --out runs/channels-converged --epochs 12 --finetune_epochs 8 \
+        --channel-sparsities 0.5 --weight-sparsity 0 --schedules oneshot init
+    python -m segmodel bench channels --out /tmp/cb --quick --data_dir DIR   # checks every stage runs
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from .errors import ParamError
+from ..errors import ParamError
+from ..files import write_json_atomic, write_text_atomic
+from ..params import CRITERIA
+from .trials import run_trial_cell
 
 def variants(schedules=("oneshot",), channel=(0.25, 0.5, 0.75), weight: float = 0.8) -> dict[str, dict]:
     """Row name -> trial flags: dense, channel-pruned at each sparsity with each schedule,
@@ -45,15 +49,6 @@ FULL = dict(patch_size=64, epochs=4, finetune_epochs=3, sizes=(64, 256), batches
 QUICK = dict(patch_size=32, epochs=1, finetune_epochs=1, sizes=(32, 64), batches=(1, 2), rounds=1)
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("bench-channels", help="dense vs channel vs weight pruning: IoU, size, FLOPs, speed",
-                              description=__doc__.split("\n\n")[0].replace("`", ""),
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n\n", 1)[1])
-    add_arguments(p)
-    p.set_defaults(func=main)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="trial folders, results.json and table.md go here")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
@@ -65,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="channel rows (default: 0.25 0.5 0.75; the targets need 0.5)")
     p.add_argument("--weight-sparsity", type=float, default=0.8, metavar="S",
                    help="the weight-pruning row (default 0.8; 0 = none)")
-    p.add_argument("--criterion", default="l1", choices=("l1", "l2", "fpgm"), help="channel_criterion (default l1)")
+    p.add_argument("--criterion", default="l1", choices=CRITERIA, help="channel_criterion (default l1)")
     p.add_argument("--kd", action="store_true", help="fine-tune the pruned models with distillation")
     p.add_argument("--data_dir", default="", help="dataset (default: the built-in synthetic set)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs, numbers meaningless")
@@ -82,44 +77,32 @@ def main(args) -> int:
         raise ParamError("--channel-sparsities must include 0.5: the targets are set at 50% channels")
     result = run(out, args.seeds, sizes, rows, criterion=args.criterion, kd=args.kd, data_dir=args.data_dir)
     table = format_table(result)
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "table.md").write_text(table + "\n")
+    write_json_atomic(out / "results.json", result)
+    write_text_atomic(out / "table.md", table + "\n")
     print(table)
     print(f"wrote {out / 'results.json'}, {out / 'table.md'}")
     return 0
 
 
 def _log(msg: str) -> None:
-    print(f"[bench-channels] {msg}", file=sys.stderr, flush=True)
+    print(f"[bench channels] {msg}", file=sys.stderr, flush=True)
 
 
-class _Quiet:
-    def intermediate(self, value): pass
-    def final(self, value): pass
-
-
-# ---- training: the trial itself ---------------------------------------------------------------
+# ---- training: real trials ---------------------------------------------------------------------
 
 def train_all(out: Path, seeds, sizes: dict, criterion: str, kd: bool, data_dir: str, rows: dict) -> dict:
-    """variant -> [metrics.json per seed], training what is not there yet."""
-    from .params import resolve
-    from .train import run_trial
-
+    """row -> [metrics.json per seed, with its folder], training what is not there yet."""
     runs: dict[str, list[dict]] = {name: [] for name in rows}
     for seed in seeds:
         for name, flags in rows.items():
-            folder = out / f"seed{seed}" / _folder(flags)
-            if not (folder / "metrics.json").is_file():
-                params = resolve({"patch_size": sizes["patch_size"], "epochs": sizes["epochs"],
-                                  "finetune_epochs": sizes["finetune_epochs"], "channel_criterion": criterion,
-                                  "kd": kd and name != "dense" and flags["schedule"] == "oneshot",
-                                  "data_dir": data_dir, "seed": seed, "precision": "float32", **flags})
-                started = time.time()
-                _log(f"seed {seed}, {name}: training {sizes['epochs']} + {sizes['finetune_epochs']} epochs...")
-                run_trial(params, _Quiet(), folder)
-                _log(f"  {time.time() - started:.0f}s")
-            metrics = json.loads((folder / "metrics.json").read_text())
-            runs[name].append({**metrics, "dir": str(folder)})
+            cell = {"patch_size": sizes["patch_size"], "epochs": sizes["epochs"],
+                    "finetune_epochs": sizes["finetune_epochs"], "seed": seed, "precision": "float32",
+                    "channel_criterion": criterion, **flags,
+                    **({"kd": "true"} if kd and name != "dense" and flags["schedule"] == "oneshot" else {}),
+                    **({"data_dir": data_dir} if data_dir else {})}
+            argv = [str(x) for key, value in cell.items() for x in (f"--{key}", value)]
+            metrics = run_trial_cell(out / f"seed{seed}", _folder(flags), argv)
+            runs[name].append({**metrics, "dir": str(out / f"seed{seed}" / _folder(flags))})
     return runs
 
 
@@ -129,7 +112,7 @@ def at_size(model, side: int):
     """The same weights in a model built for side x side inputs."""
     import keras
 
-    from .channels import resized_config
+    from ..channels import resized_config
     config = resized_config(model.get_config(), input_shape=(side, side, model.input_shape[-1]))
     copy = keras.Model.from_config(config)
     copy.set_weights(model.get_weights())
@@ -140,8 +123,8 @@ def tflite_bytes(model, kind: str = "float32", splits=None, samples: int = 64) -
     """The export command's conversion (SavedModel -> TFLite), quietly."""
     import tempfile
 
-    from .bench import _Quiet as QuietFds
-    from .export import convert_tflite
+    from ..export import convert_tflite
+    from .stages import _Quiet as QuietFds
     with tempfile.TemporaryDirectory() as tmp, QuietFds():
         model.export(tmp, format="tf_saved_model", verbose=False)
         return convert_tflite(Path(tmp), kind, splits, samples)
@@ -153,7 +136,7 @@ def speed(models: dict, sides, batches, rounds: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from .inference import _cores, tflite_interpreter_class
+    from ..inference import _cores, tflite_interpreter_class
     Interpreter = tflite_interpreter_class()
     tf.get_logger().setLevel("ERROR")  # one tf.function per model and size is what we mean ("retracing")
     result = {}
@@ -196,9 +179,9 @@ def run(out: Path, seeds, sizes: dict, rows: dict, criterion: str = "l1", kd: bo
         data_dir: str = "") -> dict:
     import keras
 
-    from . import data as datasets
-    from .inference import tflite_interpreter_class
-    from .params import resolve
+    from .. import data as datasets
+    from ..inference import tflite_interpreter_class
+    from ..params import resolve
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     runs = train_all(out, seeds, sizes, criterion, kd, data_dir, rows)
@@ -234,7 +217,7 @@ def run(out: Path, seeds, sizes: dict, rows: dict, criterion: str = "l1", kd: bo
 
 
 def _machine() -> dict:
-    from .bench import _machine as bench_machine
+    from .stages import _machine as bench_machine
     cpu = "?"
     try:
         with open("/proc/cpuinfo") as f:

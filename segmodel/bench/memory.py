@@ -1,9 +1,12 @@
-"""Peak memory vs dataset size: `python -m segmodel.data.memcheck --scales 1 10`.
+"""Peak memory vs dataset size: streaming keeps a trial's memory flat.
+
+    python -m segmodel bench memory --scales 1 10 --batch-sizes 8 --epochs 2 --trial
 
 Writes synthetic datasets of 1x and Nx the built-in size, then, in a fresh process
 each, streams every patch through the training and validation pipelines for a few
 epochs (optionally: runs a whole trial) and reports the peak RSS. Streaming works if
-the peak tracks the batch size and stays flat as the dataset grows.
+the peak tracks the batch size and stays flat as the dataset grows. Each measurement
+runs in a fresh process (this command again, with --child), so none sees another's peak.
 """
 from __future__ import annotations
 
@@ -18,17 +21,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from .builtin import BUILTIN
-from .synthetic import write_dataset
+from ..data.builtin import BUILTIN
+from ..data.synthetic import write_dataset
+from ..params import Params
 
 
 def child(args) -> None:
     """Iterate the pipelines; print counts and this process's peak RSS."""
-    from segmodel.params import Params
+    import tensorflow as tf  # noqa: F401  (here, not at the top: only the child's baseline includes it)
 
-    import tensorflow as tf  # noqa: F401  (imported first, so the baseline includes it)
-
-    from . import load
+    from ..data import load
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     params = Params(data_dir=args.child, patch_size=args.patch_size, batch_size=args.batch_size).validate()
@@ -61,8 +63,7 @@ def run_measured(cmd: list[str], env: dict) -> tuple[str, float]:
     return text, usage.ru_maxrss / 1024
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m segmodel.data.memcheck", description=__doc__.splitlines()[0])
+def add_arguments(ap) -> None:
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 10], help="dataset sizes, in built-in sets")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 64])
     ap.add_argument("--patch-size", type=int, default=64)
@@ -71,7 +72,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", default="", help="where to write the datasets (default: a temp folder)")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     ap.add_argument("--batch-size", type=int, default=8, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+
+
+def main(args) -> int:
     if args.child:
         child(args)
         return 0
@@ -89,7 +92,7 @@ def main(argv=None) -> int:
             write_dataset(root, spec)
         n_images = spec.tiles * spec.images_per_tile
         for batch in args.batch_sizes:
-            text, _ = run_measured([sys.executable, "-m", "segmodel.data.memcheck", "--child", str(root),
+            text, _ = run_measured([sys.executable, "-m", "segmodel", "bench", "memory", "--child", str(root),
                                     "--batch-size", str(batch), "--patch-size", str(args.patch_size),
                                     "--epochs", str(args.epochs)], env)
             r = json.loads(text.strip().splitlines()[-1])
@@ -97,8 +100,7 @@ def main(argv=None) -> int:
                   f"{'yes' if r['cached'] else 'no (streams)'} | {batch} | {r['peak_mb']} | {r['baseline_mb']} |",
                   flush=True)
         if args.trial:
-            trial = Path(__file__).resolve().parents[2] / "trial.py"
-            _, peak = run_measured([sys.executable, str(trial), "--data_dir", str(root), "--output_dir",
+            _, peak = run_measured([sys.executable, "-m", "segmodel", "train", "--data_dir", str(root), "--output_dir",
                                     str(work / f"trial-x{scale}"), "--patch_size", str(args.patch_size),
                                     "--batch_size", str(args.batch_sizes[0]), "--epochs", "1",
                                     "--finetune_epochs", "0", "--sparsity", "0"], env)
@@ -108,6 +110,3 @@ def main(argv=None) -> int:
         print("\n".join(trial_rows))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

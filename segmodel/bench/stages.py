@@ -1,4 +1,4 @@
-"""`python -m segmodel bench`: where a trial's time goes, measured side by side in one process.
+"""`python -m segmodel bench` (no name, or `stages`): where a trial's time goes, side by side in one process.
 
 Every figure is taken in this process, on the built-in dataset, with the variants of
 a comparison interleaved in rounds so that a shared, noisy CPU slows them alike: the
@@ -12,7 +12,10 @@ Sections: fixed cost of a trial (measured first, from this process's start, doin
 what a trial does); data pipeline alone; training images/s dense vs pruned in
 float32 and mixed_bfloat16; achieved GFLOP/s against a large matmul; the seed's way
 (numpy arrays, fit(batch_size=8), NNI 2.x's eager mask re-application) against ours;
-inference dense / pruned / TFLite; peak memory; the targets of issue #7.
+inference dense / pruned / TFLite; peak memory; the speed targets, met or not.
+
+TensorFlow, Keras and segmodel's own modules are imported inside the functions on
+purpose: the first section times those very imports, from this process's start.
 """
 from __future__ import annotations
 
@@ -27,13 +30,11 @@ FULL = dict(patch_size=64, batch_size=8, steps=12, rounds=3, baseline_steps=6, i
             matmul_n=2048, data_epochs=2)
 QUICK = dict(patch_size=32, batch_size=4, steps=3, rounds=1, baseline_steps=2, infer_batches=2,
              matmul_n=256, data_epochs=1)
-PRECISIONS = ("float32", "mixed_bfloat16")
+COMPARED = ("float32", "mixed_bfloat16")  # the precisions timed side by side (params.COMPARED: what a trial accepts)
 SPARSITY = 0.8  # the seed's config_list
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="measure every stage of a trial (images/s, fixed cost, memory)",
-                              description=__doc__.split("\n\n")[0])
+def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs, numbers meaningless")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout (table to stderr)")
     p.add_argument("--patch_size", type=int, default=None, help="patch side (default 64, the experiment's)")
@@ -41,7 +42,6 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0 = cores / concurrency)")
     p.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="skip the seed-style eager baseline (the slowest section)")
-    p.set_defaults(func=main)
 
 
 def main(args) -> int:
@@ -95,18 +95,18 @@ def fixed_cost(params) -> tuple[dict, object]:
     import keras  # noqa: F401
     import tensorflow as tf  # noqa: F401
     stamp("import tensorflow + keras")
-    from . import data as datasets, runtime, train  # noqa: F401
-    from .losses import task_loss  # noqa: F401  (segmentation_models)
-    from .model import multi_unet_model
-    from .pruning import Pruner  # noqa: F401
+    from .. import data as datasets, runtime, train  # noqa: F401
+    from ..losses import task_loss  # noqa: F401  (segmentation_models)
+    from ..model import multi_unet_model
+    from ..pruning import Pruner  # noqa: F401
     stamp("import segmodel + segmentation_models")
     precision = runtime.configure(params)
     splits = datasets.load(params)
     next(iter(splits.train))
     stamp("data: scan, split, first batch")
     model = multi_unet_model(params.dropout_rate, splits.n_classes, params.patch_size, params.patch_size, 3)
-    trainer = train._compile(model, params, splits.n_classes)
-    runtime.build_before_tracing(trainer, splits.train.element_spec)  # as train._fit does
+    trainer = train.compile_trainer(model, params, splits.n_classes)
+    runtime.build_before_tracing(trainer, splits.train.element_spec)  # as a trial's fit does
     stamp("model build + compile")
     trainer.fit(splits.train.take(1), epochs=1, verbose=0, shuffle=False)
     stamp("first training step (tracing + 1 step)")
@@ -143,20 +143,6 @@ def data_throughput(splits, epochs: int) -> dict:
 
 # ---- 3. training throughput ------------------------------------------------------------------
 
-def _clock():
-    import keras
-
-    class StepClock(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.ends: list[float] = []
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.ends.append(time.perf_counter())
-
-    return StepClock()
-
-
 def _fixed_batches(splits, batch_size: int, n_batches: int):
     """A few real training batches as numpy, and a repeating in-memory dataset of them:
     compute comparisons should not also measure the input pipeline."""
@@ -175,9 +161,10 @@ def _fixed_batches(splits, batch_size: int, n_batches: int):
 def _build(params, n_classes: int, precision: str, pruned: bool, ds_spec):
     import keras
 
-    from .model import multi_unet_model
-    from .pruning import Pruner
-    from .train import _compile
+    from ..model import multi_unet_model
+    from ..pruning import Pruner
+    from ..runtime import build_before_tracing
+    from ..train import compile_trainer
 
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(params.seed)
@@ -186,30 +173,16 @@ def _build(params, n_classes: int, precision: str, pruned: bool, ds_spec):
     if pruned:
         pruner = Pruner(model, [{"sparsity": SPARSITY, "op_types": ["default"]}])
         pruner.prune()
-    from .runtime import build_before_tracing
-    build_before_tracing(_compile(model, params, n_classes), ds_spec)
+    build_before_tracing(compile_trainer(model, params, n_classes), ds_spec)
     return model, pruner
-
-
-def _timed_rounds(variants: dict, rounds: int, steps: int) -> dict:
-    """variants: name -> (precision, run(steps, callbacks)). Interleaved rounds; the
-    median step time of each (its first step in a round excluded)."""
-    import keras
-
-    times = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, (precision, run_steps) in variants.items():
-            keras.mixed_precision.set_global_policy(precision)
-            clock = _clock()
-            run_steps(steps + 1, [clock])
-            times[name] += [b - a for a, b in zip(clock.ends, clock.ends[1:])]
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def training_throughput(params, splits, ds, sizes) -> tuple[dict, dict]:
     """Dense vs pruned (masks held by the kernel constraint) in each precision."""
+    from .timing import timed_rounds
+
     models, variants = {}, {}
-    for precision in PRECISIONS:
+    for precision in COMPARED:
         for pruned in (False, True):
             name = f"{'pruned' if pruned else 'dense'} {precision}"
             _log(f"building and tracing {name}")
@@ -219,10 +192,10 @@ def training_throughput(params, splits, ds, sizes) -> tuple[dict, dict]:
             variants[name] = (precision, lambda n, cb, m=model: m.fit(ds, steps_per_epoch=n, epochs=1,
                                                                        verbose=0, shuffle=False, callbacks=cb))
     _log(f"timing {len(variants)} variants x {sizes['rounds']} rounds x {sizes['steps']} steps")
-    step = _timed_rounds(variants, sizes["rounds"], sizes["steps"])
+    step = timed_rounds(variants, sizes["rounds"], sizes["steps"])
     bs = sizes["batch_size"]
     out = {name: {"step_ms": round(s * 1e3, 2), "img_s": round(bs / s, 1)} for name, s in step.items()}
-    for precision in PRECISIONS:
+    for precision in COMPARED:
         out[f"pruned/dense {precision}"] = round(step[f"pruned {precision}"] / step[f"dense {precision}"], 3)
     out["bf16 speed-up dense"] = round(step["dense float32"] / step["dense mixed_bfloat16"], 3)
     return out, models
@@ -231,20 +204,9 @@ def training_throughput(params, splits, ds, sizes) -> tuple[dict, dict]:
 # ---- 4. FLOPs and the machine's peak -------------------------------------------------------
 
 def forward_flops(model) -> int:
-    """Multiply-adds x 2 of every convolution for one image (the rest is < 1%)."""
-    import keras
-
-    flops = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2DTranspose):
-            _, h, w, _ = layer.input.shape
-            kh, kw, cout, cin = layer.kernel.shape
-            flops += 2 * h * w * kh * kw * cin * cout
-        elif isinstance(layer, keras.layers.Conv2D):
-            _, h, w, cout = layer.output.shape
-            kh, kw, cin, _ = layer.kernel.shape
-            flops += 2 * h * w * kh * kw * cin * cout
-    return int(flops)
+    """FLOPs of one image's forward pass: 2 x the multiply-adds that flops.count_flops counts."""
+    from ..flops import count_flops
+    return 2 * count_flops(model)
 
 
 def matmul_peak(n: int, reps: int = 5) -> dict:
@@ -269,57 +231,17 @@ def matmul_peak(n: int, reps: int = 5) -> dict:
 
 # ---- 5. the seed's way ----------------------------------------------------------------------
 
-def nni2_style_pruned(params, n_classes: int):
-    """The seed's training setup, faithfully: float32, NNI 2.x's TensorFlow LevelPruner
-    wrappers, which before every forward pass multiply each pruned layer's weights by
-    its mask and write them back with `layer.set_weights([w.numpy() ...])` — only
-    possible eagerly, so the model is compiled with run_eagerly=True (NNI 2.x: "the
-    compressed model can only execute in eager mode")."""
-    import keras
-    import numpy as np
-    from keras import ops
-
-    from .losses import task_loss
-    from .metrics import jacard_coef
-    from .model import multi_unet_model
-    from .pruning import magnitude_mask, prunable_weights, weighted_layers
-
-    keras.mixed_precision.set_global_policy("float32")
-    keras.utils.set_random_seed(params.seed)
-    inner = multi_unet_model(params.dropout_rate, n_classes, params.patch_size, params.patch_size, 3)
-    wrapped = []  # (layer, [mask or None per weight]) as PrunerLayerWrapper.masks
-    for layer in weighted_layers(inner):
-        keep = {id(w) for w in prunable_weights(layer)}
-        masks = [magnitude_mask(ops.convert_to_numpy(w), SPARSITY).astype("float32") if id(w) in keep else None
-                 for w in layer.weights]
-        wrapped.append((layer, masks))
-
-    class NNI2PrunedUNet(keras.Model):
-        def __init__(self):
-            super().__init__(name="nni2_pruned_unet")
-            self.inner = inner
-
-        def call(self, x, training=False):
-            for layer, masks in wrapped:  # PrunerLayerWrapper._update_weights
-                new = [w if m is None else w * m for w, m in zip(layer.weights, masks)]
-                layer.set_weights([np.asarray(ops.convert_to_numpy(w)) for w in new])
-            return self.inner(x, training=training)
-
-    model = NNI2PrunedUNet()
-    model.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss=task_loss(params.class_weights),
-                  metrics=["accuracy", jacard_coef], run_eagerly=True)
-    return model
-
-
 def seed_vs_ours(params, splits, x, y, sizes) -> dict:
     """Seed: whole set as numpy, fit(batch_size=8), eager mask re-application, float32.
     Ours: the tf.data pipeline, graph mode, constraint masks, precision auto."""
     import keras
 
-    from . import runtime
+    from .. import runtime
+    from .seed_baseline import nni2_style_pruned
+    from .timing import timed_rounds
 
     bs = sizes["batch_size"]
-    seed = nni2_style_pruned(params, splits.n_classes)
+    seed = nni2_style_pruned(params, splits.n_classes, SPARSITY)
     seed.fit(x[:2 * bs], y[:2 * bs], batch_size=bs, epochs=1, verbose=0)  # build + first eager step
     auto = runtime.choose_precision("auto")
     ours, _ = _build(params, splits.n_classes, auto, pruned=True, ds_spec=splits.train.element_spec)
@@ -333,7 +255,7 @@ def seed_vs_ours(params, splits, x, y, sizes) -> dict:
                                               callbacks=cb)),
     }
     _log(f"seed-style vs ours: {max(2, sizes['rounds'] - 1)} rounds")
-    step = _timed_rounds(variants, max(2, sizes["rounds"] - 1), sizes["steps"])
+    step = timed_rounds(variants, max(2, sizes["rounds"] - 1), sizes["steps"])
     keras.mixed_precision.set_global_policy("float32")
     return {"seed_step_ms": round(step["seed"] * 1e3, 1), "seed_img_s": round(bs / step["seed"], 1),
             "ours_step_ms": round(step["ours"] * 1e3, 1), "ours_img_s": round(bs / step["ours"], 1),
@@ -418,7 +340,7 @@ def inference_throughput(dense, pruned_model, x, sizes, threads: int) -> dict:
 # ---- the whole run ----------------------------------------------------------------------------
 
 def run(sizes: dict, threads: int = 0, baseline: bool = True, quick: bool = False) -> dict:
-    from .params import Params
+    from ..params import Params
 
     params = Params(patch_size=sizes["patch_size"], batch_size=sizes["batch_size"], threads=threads,
                     epochs=1, finetune_epochs=0, sparsity=SPARSITY).validate()
@@ -428,7 +350,7 @@ def run(sizes: dict, threads: int = 0, baseline: bool = True, quick: bool = Fals
     tf.get_logger().setLevel("ERROR")  # "N calls triggered retracing": each new model traces once, by design
     import keras
 
-    from . import runtime
+    from .. import runtime
 
     result = {"machine": _machine(), "sizes": sizes, "quick": quick, "fixed_cost": fixed}
     _log("data pipeline alone")
@@ -484,7 +406,7 @@ def _machine() -> dict:
 
     import tensorflow as tf
 
-    from . import runtime
+    from .. import runtime
     conc, source = runtime.trial_concurrency()
     return {"cores": runtime.available_cores(), "trial_concurrency": conc, "concurrency_from": source,
             "threads": runtime.default_threads(conc), "cpu_bf16": runtime.cpu_supports_bf16(),
@@ -495,14 +417,14 @@ def _machine() -> dict:
 # ---- targets and the table ----------------------------------------------------------------------
 
 def targets(r: dict) -> list[dict]:
-    """Issue #7's targets as measured ratios: (name, value, goal, met)."""
+    """The speed targets as measured ratios: (name, value, goal, met)."""
     out = []
 
     def add(name, value, goal, met):
         out.append({"target": name, "value": value, "goal": goal, "met": bool(met) if value is not None else None})
 
     t = r["training"]
-    for precision in PRECISIONS:
+    for precision in COMPARED:
         v = t[f"pruned/dense {precision}"]
         add(f"pruned step / dense step ({precision})", v, "<= 1.10", v <= 1.10)
     if "seed_vs_ours" in r:
@@ -550,7 +472,7 @@ def format_table(r: dict) -> str:
 
     t = r["training"]
     section("Training (in-memory batches, graph mode)")
-    for precision in PRECISIONS:
+    for precision in COMPARED:
         for kind in ("dense", "pruned"):
             v = t[f"{kind} {precision}"]
             row(f"{kind} {precision}", f"{v['img_s']:.1f} img/s", f"{v['step_ms']:.1f} ms/step")
@@ -585,7 +507,7 @@ def format_table(r: dict) -> str:
     row("peak RSS, trial-like start (to first step)", f"{mem['trial_peak_rss_mb_at_first_step']:.0f} MB")
     row("peak RSS, whole bench", f"{mem['peak_rss_mb']:.0f} MB")
 
-    section("Targets (issue #7)")
+    section("Targets")
     for tg in r["targets"]:
         mark = {True: "met", False: "MISSED", None: "n/a"}[tg["met"]]
         row(tg["target"], str(tg["value"]), f"goal {tg['goal']}: {mark}")

@@ -1,0 +1,126 @@
+"""Experiment throughput (trials/hour) at several trial concurrencies, with real NNI.
+
+    python -m segmodel bench trials-per-hour --concurrency 1 2 --trials 4
+
+For each concurrency: a real `nnictl create` experiment running config.yml's trial
+command (the default experiment's settings), `--trials` trials, Random tuner, no
+assessor, and no SEGMODEL_TRIAL_CONCURRENCY in the environment, so each trial finds the
+concurrency itself (NNI REST API, segmodel/runtime.py) and sizes its thread pools to
+cores // concurrency. Progress is read from the experiment's own database
+(segmodel.experiments, as `report` does). Throughput = trials / (last trial end - first
+trial start). Prints a JSON line per concurrency and a summary.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml  # installed with nni
+
+from .. import experiments
+from ..errors import SegmodelError
+
+ROOT = Path(__file__).resolve().parents[2]
+NNICTL = str(Path(sys.executable).parent / "nnictl")
+USAGE_LINE = re.compile(r"segmodel: process used cpu ([\d.]+) s")
+THREADS_LINE = re.compile(r"segmodel: (\d+) intra-op thread\(s\) \((.*?)\); precision")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--trials", type=int, default=4, help="trials per experiment")
+    p.add_argument("--config", default=str(ROOT / "config.yml"), help="NNI config whose trial command to run")
+    p.add_argument("--stall", type=float, default=900, help="give up after this many seconds without a trial event")
+
+
+def main(args) -> int:
+    base = yaml.safe_load(Path(args.config).read_text())
+    here = Path(args.config).resolve().parent  # NNI resolves a config's paths from its folder
+    base.update(trialCodeDirectory=str(here / base.get("trialCodeDirectory", ".")),
+                searchSpaceFile=str(here / base.get("searchSpaceFile", "search_space.json")))
+    results = []
+    for c in args.concurrency:
+        print(f"[bench] concurrency {c}: {args.trials} trials of `{base['trialCommand']}`", file=sys.stderr, flush=True)
+        results.append(measure(base, c, args.trials, args.stall))
+        print(json.dumps(results[-1]), flush=True)
+    first = results[0]["trials_per_hour"]
+    print(json.dumps({"summary": {f"c{r['concurrency']}": r["trials_per_hour"] for r in results},
+                      "ratio_to_first": {f"c{r['concurrency']}": round(r["trials_per_hour"] / first, 2)
+                                         for r in results},
+                      "best_concurrency": max(results, key=lambda r: r["trials_per_hour"])["concurrency"]}))
+    return 0
+
+
+def measure(base: dict, concurrency: int, trials: int, stall: float) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "SEGMODEL_TRIAL_CONCURRENCY"}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # nnictl and the trials' python3
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix=f"tph-c{concurrency}-") as tmp:
+        config = {**base, "trialConcurrency": concurrency, "maxTrialNumber": trials, "maxExperimentDuration": "2h",
+                  "maxTrialDuration": "30m", "experimentWorkingDirectory": str(Path(tmp) / "nni-experiments"),
+                  # the tuner does not change what a trial costs; Random has no start-up phase
+                  "tuner": {"name": "Random", "classArgs": {"seed": 0}}}
+        config.pop("assessor", None)
+        path = Path(tmp) / "config.yml"
+        path.write_text(yaml.safe_dump(config))
+        created = subprocess.run([NNICTL, "create", "--config", str(path), "--port", str(experiments.free_port())],
+                                 env=env, capture_output=True, text=True, timeout=180, cwd=tmp)
+        if created.returncode != 0:
+            raise SegmodelError(f"nnictl create failed: {(created.stdout + created.stderr).strip()[-300:]}")
+        folder = Path(tmp) / "nni-experiments"
+        try:
+            exp = _wait(folder, trials, stall)
+        finally:
+            _stop(folder, env)
+        ended = [t for t in exp.trials if t.end_ms]
+        threads, cpu = [], []
+        for t in ended:
+            log = "\n".join(f.read_text(errors="replace") for f in (t.dir.iterdir() if t.dir else ())
+                            if f.is_file() and f.name in ("trial.log", "trial.stderr", "stderr", "trial.stdout"))
+            hit = THREADS_LINE.search(log)
+            threads.append(f"{hit.group(1)} ({hit.group(2)})" if hit else "?")
+            used = USAGE_LINE.search(log)
+            if used:
+                cpu.append(float(used.group(1)))
+    span = (max(t.end_ms for t in ended) - min(t.start_ms for t in ended)) / 1e3
+    return {"concurrency": concurrency, "trials": len(ended),
+            "succeeded": sum(t.status == "SUCCEEDED" for t in ended),
+            "span_s": round(span, 1), "trials_per_hour": round(len(ended) / span * 3600, 1),
+            "trial_durations_s": sorted(t.duration_s for t in ended), "threads_chosen": sorted(set(threads)),
+            "trial_cpu_s": sorted(cpu), "median_trial_cpu_s": statistics.median(cpu) if cpu else None,
+            "load_avg_before": round(load_before, 2), "load_avg_after": round(os.getloadavg()[0], 2)}
+
+
+def _stop(folder: Path, env: dict) -> None:
+    """nnictl stop the experiment in `folder`, if it got as far as having an id."""
+    try:
+        exp_id = experiments.load(folder).id
+    except experiments.ExperimentError:
+        return
+    subprocess.run([NNICTL, "stop", exp_id], env=env, capture_output=True, timeout=120)
+
+
+def _wait(folder: Path, trials: int, stall: float):
+    """The experiment once `trials` trials have ended; SegmodelError after `stall`
+    seconds in which no trial changed state (a hang, not a slow machine)."""
+    last, changed = None, time.time()
+    while time.time() - changed < stall:
+        try:
+            exp = experiments.load(folder)
+        except experiments.ExperimentError:  # the database appears once the manager runs
+            exp = None
+        if exp is not None:
+            state = [(t.id, t.status) for t in exp.trials]
+            if sum(t.end_ms is not None for t in exp.trials) >= trials:
+                return exp
+            if state != last:
+                last, changed = state, time.time()
+        time.sleep(2)
+    raise SegmodelError(f"no trial changed state for {stall:.0f} s; the NNI manager log is under {folder}")
