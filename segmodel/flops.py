@@ -22,18 +22,20 @@ def _macs(layer, in_shape, out_shape) -> int:
     if kind == "Dense":
         c_in, c_out = layer.kernel.shape
         return math.prod(in_shape[1:-1]) * c_in * c_out
-    return 0
 
 
 def count_flops(model: keras.Model) -> int:
-    """Multiply-adds of one forward pass of one sample (nested models included)."""
+    """Multiply-adds of one forward pass of one sample (nested models included; a layer
+    called more than once is counted at its first call)."""
+    from .channels import PRODUCERS  # the layers that make channels: Conv*, Conv*Transpose, Dense
+    from .pruning import walk_layers
+
     total = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        for node in getattr(layer, "_inbound_nodes", []):
-            if not node.input_tensors or not node.output_tensors:
-                continue
-            in_shape, out_shape = node.input_tensors[0].shape, node.output_tensors[0].shape
-            if None in (*in_shape[1:], *out_shape[1:]):
-                raise ParamError(f"FLOPs need a fixed input size; layer {layer.name!r} sees {tuple(in_shape)}")
-            total += _macs(layer, in_shape, out_shape)
+    for layer in walk_layers(model):
+        if type(layer).__name__ not in PRODUCERS:
+            continue
+        in_shape, out_shape = layer.input.shape, layer.output.shape
+        if None in (*in_shape[1:], *out_shape[1:]):
+            raise ParamError(f"FLOPs need a fixed input size; layer {layer.name!r} sees {tuple(in_shape)}")
+        total += _macs(layer, in_shape, out_shape)
     return int(total)

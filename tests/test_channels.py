@@ -198,8 +198,9 @@ def test_flops_counted_from_layers():
     x = layers.Conv2DTranspose(2, 2, strides=2)(x)               # 8*8 (input) * 4*4 * 2
     x = layers.Dense(5)(x)                                       # 16*16 * 2*5
     y = layers.Dense(7)(layers.GlobalAveragePooling2D()(x))      # 5*7
+    y = keras.Sequential([layers.Dense(3)])(y)                   # nested: 7*3
     model = keras.Model(inp, y)
-    assert count_flops(model) == 16 * 16 * 27 * 8 + 8 * 8 * 72 * 4 + 8 * 8 * 16 * 2 + 16 * 16 * 10 + 35
+    assert count_flops(model) == 16 * 16 * 27 * 8 + 8 * 8 * 72 * 4 + 8 * 8 * 16 * 2 + 16 * 16 * 10 + 35 + 21
     unet = multi_unet_model(0.1, 6, 64, 64, 3)
     assert count_flops(unet) == 4 * count_flops(multi_unet_model(0.1, 6, 32, 32, 3))
 
