@@ -1,13 +1,13 @@
 """`python -m segmodel bench channels`: does channel pruning pay? Dense vs channel-pruned
-25/50/75% vs weight-pruned 80%, same training budget, several seeds, one process.
+25/50/75% vs weight-pruned 80%, same training budget, several seeds.
 
 Each row is a real trial (`python -m segmodel train`, schedule oneshot: dense `--epochs`,
 prune, fine-tune `--finetune_epochs`; init: all epochs on the thin model; dense trains the
 same epochs unpruned) into OUT/seed<k>/<row>; a finished one is reused, so a run resumes.
 Then, for the first seed's models: params, FLOPs, .keras and int8 TFLite sizes, and CPU
 inference images/s of the Keras model and its float32 TFLite file (through LiteRT when
-installed) at 64 and 256 px, batch 1 and 8, all variants interleaved in rounds so a
-shared CPU slows them alike: quote the ratios.
+installed) at 64 and 256 px, batch 1 and 8, all variants interleaved in rounds in one
+process so a shared CPU slows them alike: quote the ratios.
 
     python -m segmodel bench channels --out runs/channels --seeds 0 1 2
     python -m segmodel bench channels --out runs/channels-converged --epochs 12 --finetune_epochs 8 \
@@ -26,6 +26,7 @@ from ..errors import ParamError
 from ..files import write_json_atomic, write_text_atomic
 from ..params import CRITERIA
 from .trials import run_trial_cell
+
 
 def variants(schedules=("oneshot",), channel=(0.25, 0.5, 0.75), weight: float = 0.8) -> dict[str, dict]:
     """Row name -> trial flags: dense, channel-pruned at each sparsity with each schedule,
