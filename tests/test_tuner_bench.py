@@ -1,7 +1,7 @@
-"""The table logic of segmodel.tuner_bench on recorded trials (the real experiment is in
+"""The table logic of segmodel.bench.tuner on recorded trials (the real experiment is in
 tests/test_tuning_experiment.py; the full 20-minute runs are the README's measurement)."""
 from segmodel.experiments import Experiment, Trial
-from segmodel.tuner_bench import format_table, near_duplicates, summarize, variants
+from segmodel.bench.tuner import format_table, near_duplicates, summarize, variants
 
 from nni_helpers import ROOT
 

@@ -26,6 +26,8 @@ BENCHES = {
     "precision-iou": ("precision_iou", "validation IoU of float32 vs mixed_bfloat16 trials, same seeds"),
     "memory": ("memory", "peak RSS vs dataset size: streaming keeps memory flat (README: Data)"),
     "trials-per-hour": ("trials_per_hour", "experiment throughput at several trialConcurrency values, real NNI"),
+    "tuner": ("tuner", "repeated real experiments: does the tuner re-propose what the assessor stopped? "
+                       "(README: The experiment)"),
     "channels": ("channels", "dense vs channel-pruned 25/50/75% vs weight-pruned 80%: IoU, params, FLOPs, "
                              "file sizes, Keras/TFLite img/s (README: Compression)"),
 }

@@ -16,19 +16,15 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml  # installed with nni
 
-from .. import experiments
-from ..errors import SegmodelError
+from .nni_runs import absolute_paths, run_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
-NNICTL = str(Path(sys.executable).parent / "nnictl")
 USAGE_LINE = re.compile(r"segmodel: process used cpu ([\d.]+) s")
 THREADS_LINE = re.compile(r"segmodel: (\d+) intra-op thread\(s\) \((.*?)\); precision")
 
@@ -41,10 +37,7 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    base = yaml.safe_load(Path(args.config).read_text())
-    here = Path(args.config).resolve().parent  # NNI resolves a config's paths from its folder
-    base.update(trialCodeDirectory=str(here / base.get("trialCodeDirectory", ".")),
-                searchSpaceFile=str(here / base.get("searchSpaceFile", "search_space.json")))
+    base = absolute_paths(yaml.safe_load(Path(args.config).read_text()), Path(args.config).resolve().parent)
     results = []
     for c in args.concurrency:
         print(f"[bench] concurrency {c}: {args.trials} trials of `{base['trialCommand']}`", file=sys.stderr, flush=True)
@@ -60,25 +53,14 @@ def main(args) -> int:
 
 def measure(base: dict, concurrency: int, trials: int, stall: float) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "SEGMODEL_TRIAL_CONCURRENCY"}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # nnictl and the trials' python3
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix=f"tph-c{concurrency}-") as tmp:
         config = {**base, "trialConcurrency": concurrency, "maxTrialNumber": trials, "maxExperimentDuration": "2h",
-                  "maxTrialDuration": "30m", "experimentWorkingDirectory": str(Path(tmp) / "nni-experiments"),
+                  "maxTrialDuration": "30m",
                   # the tuner does not change what a trial costs; Random has no start-up phase
                   "tuner": {"name": "Random", "classArgs": {"seed": 0}}}
         config.pop("assessor", None)
-        path = Path(tmp) / "config.yml"
-        path.write_text(yaml.safe_dump(config))
-        created = subprocess.run([NNICTL, "create", "--config", str(path), "--port", str(experiments.free_port())],
-                                 env=env, capture_output=True, text=True, timeout=180, cwd=tmp)
-        if created.returncode != 0:
-            raise SegmodelError(f"nnictl create failed: {(created.stdout + created.stderr).strip()[-300:]}")
-        folder = Path(tmp) / "nni-experiments"
-        try:
-            exp = _wait(folder, trials, stall)
-        finally:
-            _stop(folder, env)
+        exp = run_experiment(config, Path(tmp) / "nni-experiments", trials=trials, stall=stall, env=env)
         ended = [t for t in exp.trials if t.end_ms]
         threads, cpu = [], []
         for t in ended:
@@ -96,31 +78,3 @@ def measure(base: dict, concurrency: int, trials: int, stall: float) -> dict:
             "trial_durations_s": sorted(t.duration_s for t in ended), "threads_chosen": sorted(set(threads)),
             "trial_cpu_s": sorted(cpu), "median_trial_cpu_s": statistics.median(cpu) if cpu else None,
             "load_avg_before": round(load_before, 2), "load_avg_after": round(os.getloadavg()[0], 2)}
-
-
-def _stop(folder: Path, env: dict) -> None:
-    """nnictl stop the experiment in `folder`, if it got as far as having an id."""
-    try:
-        exp_id = experiments.load(folder).id
-    except experiments.ExperimentError:
-        return
-    subprocess.run([NNICTL, "stop", exp_id], env=env, capture_output=True, timeout=120)
-
-
-def _wait(folder: Path, trials: int, stall: float):
-    """The experiment once `trials` trials have ended; SegmodelError after `stall`
-    seconds in which no trial changed state (a hang, not a slow machine)."""
-    last, changed = None, time.time()
-    while time.time() - changed < stall:
-        try:
-            exp = experiments.load(folder)
-        except experiments.ExperimentError:  # the database appears once the manager runs
-            exp = None
-        if exp is not None:
-            state = [(t.id, t.status) for t in exp.trials]
-            if sum(t.end_ms is not None for t in exp.trials) >= trials:
-                return exp
-            if state != last:
-                last, changed = state, time.time()
-        time.sleep(2)
-    raise SegmodelError(f"no trial changed state for {stall:.0f} s; the NNI manager log is under {folder}")

@@ -1,7 +1,7 @@
 """Does the tuner stop re-proposing what the assessor stopped? Repeated real experiments, one table.
 
-    python -m segmodel.tuner_bench config.yml --plain --runs 3 --out runs/tuner_bench
-    python -m segmodel.tuner_bench --experiments ID_OR_FOLDER ...   # only the table, for finished runs
+    python -m segmodel bench tuner config.yml --plain --runs 3 --out runs/tuner_bench
+    python -m segmodel bench tuner --experiments ID_OR_FOLDER ...   # only the table, for finished runs
 
 Each run is a real `nnictl create` of the config with tuner seed 0, 1, ... (classArgs.seed:
 TPE and Random take one), waited on through NNI's REST API until NNI says DONE, then stopped.
@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import re
-import socket
 import statistics
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-from . import experiments
-from .experiments import Experiment, Trial
-from .report import best_so_far
+import yaml  # installed with nni
+
+from .. import experiments
+from ..experiments import Experiment, Trial
+from ..report import best_so_far
+from .nni_runs import absolute_paths, run_experiment
 
 LR_RATIO, DROPOUT_DELTA = 1.5, 0.02
 
@@ -98,16 +96,7 @@ def _median(values):
 def variants(path: Path, plain: bool) -> list[tuple[str, dict]]:
     """(name, config) for a config file, relative paths made absolute; with `plain`, also the
     variant whose tuner is the built-in one segmodel's InformedTuner wraps."""
-    import yaml
-
-    config = yaml.safe_load(path.read_text())
-    base = path.parent.resolve()
-    for key in ("searchSpaceFile", "trialCodeDirectory"):
-        if key in config:
-            config[key] = str(base / config[key])
-    for algo in ("tuner", "assessor"):
-        if (config.get(algo) or {}).get("codeDirectory"):
-            config[algo]["codeDirectory"] = str(base / config[algo]["codeDirectory"])
+    config = absolute_paths(yaml.safe_load(path.read_text()), path.parent.resolve())
     found = [(path.stem, config)]
     args = dict(config["tuner"].get("classArgs") or {})
     if plain and config["tuner"].get("className", "").endswith("InformedTuner"):
@@ -117,53 +106,10 @@ def variants(path: Path, plain: bool) -> list[tuple[str, dict]]:
     return found
 
 
-def free_port() -> int:
-    """A free port whose successor is free too (the NNI manager uses both)."""
-    while True:
-        with socket.socket() as s, socket.socket() as s2:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-
-
-def run_experiment(config: dict, seed: int, workdir: Path, timeout_s: float) -> Path:
-    """Run one experiment to its end (NNI status DONE); returns its folder."""
-    import yaml
-
+def with_seed(config: dict, seed: int) -> dict:
     config = copy.deepcopy(config)
     config["tuner"].setdefault("classArgs", {})["seed"] = seed
-    config["experimentWorkingDirectory"] = str(workdir.resolve())
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / f"config-seed{seed}.yml"
-    path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    nnictl = str(Path(sys.executable).parent / "nnictl")
-    made = subprocess.run([nnictl, "create", "--config", str(path), "--port", str(port)],
-                          capture_output=True, text=True, timeout=300)
-    if made.returncode != 0:
-        raise RuntimeError(f"nnictl create failed: {made.stdout[-1000:]} {made.stderr[-1000:]}")
-    api = f"http://127.0.0.1:{port}/api/v1/nni"
-    exp_id = _get(f"{api}/experiment")["id"]
-    try:
-        deadline = time.time() + timeout_s
-        while (status := _get(f"{api}/check-status")["status"]) not in ("DONE", "ERROR"):
-            if time.time() > deadline:
-                raise TimeoutError(f"experiment {exp_id} not done after {timeout_s:.0f} s ({status})")
-            time.sleep(5)
-        if status == "ERROR":
-            raise RuntimeError(f"experiment {exp_id} ended in ERROR: {_get(f'{api}/check-status')}")
-    finally:
-        subprocess.run([nnictl, "stop", exp_id], capture_output=True, timeout=120)
-    return workdir / exp_id
-
-
-def _get(url: str):
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return json.loads(r.read())
+    return config
 
 
 # ---- command line -----------------------------------------------------------------------
@@ -173,45 +119,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plain", action="store_true", help="also run each config with the plain built-in tuner")
     p.add_argument("--runs", type=int, default=3, help="experiments per variant, tuner seeds 0..N-1 (default 3)")
     p.add_argument("--out", type=Path, default=Path("runs/tuner_bench"), help="experiments' working directory")
-    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for one experiment (default 3600)")
+    p.add_argument("--stall", type=float, default=900,
+                   help="give up after this many seconds without a trial event (default 900)")
     p.add_argument("--experiments", nargs="*", default=[], metavar="EXP",
                    help="finished experiments (id or folder) to tabulate instead of running any")
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     rows = [{"variant": "", "seed": "", **summarize(experiments.load(e))} for e in args.experiments]
     for path in args.configs:
         for name, config in variants(path, args.plain):
             for seed in range(args.runs):
-                print(f"[tuner_bench] {name}, seed {seed}: running (up to {config.get('maxExperimentDuration')})",
+                print(f"[bench tuner] {name}, seed {seed}: running (up to {config.get('maxExperimentDuration')})",
                       file=sys.stderr, flush=True)
-                folder = run_experiment(config, seed, args.out / re.sub(r"\W+", "_", name).strip("_"), args.timeout)
-                rows.append({"variant": name, "seed": seed, **summarize(experiments.load(folder))})
+                workdir = args.out / re.sub(r"\W+", "_", name).strip("_") / f"seed{seed}"
+                exp = run_experiment(with_seed(config, seed), workdir, stall=args.stall)
+                rows.append({"variant": name, "seed": seed, **summarize(exp)})
                 print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     if not rows:
         print("error: give CONFIG files to run or --experiments to tabulate", file=sys.stderr)
         return 2
     print(format_table(rows))
     return 0
-
-
-def register(subparsers, name: str = "tuner") -> None:
-    """For a `bench` command group: `python -m segmodel bench tuner ...`."""
-    p = subparsers.add_parser(name, help="repeated real experiments: does the tuner re-propose stopped trials?",
-                              description=__doc__.splitlines()[0])
-    add_arguments(p)
-    p.set_defaults(func=run)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m segmodel.tuner_bench", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except experiments.ExperimentError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
