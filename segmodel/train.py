@@ -44,7 +44,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     splits = datasets.load(params)
     model = multi_unet_model(params.dropout_rate, splits.n_classes, params.patch_size, params.patch_size, 3)
     history = History(log_dir=out)
-    pruner = Pruner(model, config_list) if config_list else None
+    pruner = Pruner(model, config_list, params.allocation) if config_list else None
     steps_per_epoch = max(1, math.ceil(splits.n_train / params.batch_size))
     dense: dict = {}
 
@@ -64,11 +64,12 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
                 pruner.prune()
             elif pruner:  # agp: masks attached (all ones) before the train function is traced
                 pruner.prune(fraction=0.0)
-                span = params.agp_steps or steps_per_epoch * max(1, params.finetune_epochs - 1)
+                span = params.agp_steps or steps_per_epoch * max(1, params.finetune_epochs // 2)
                 callbacks.append(AGPCallback(pruner, span, params.agp_frequency))
             if params.finetune_epochs:
                 _fit(model, params, splits, params.finetune_epochs, "finetune", history, reporter,
-                     teacher=teacher, callbacks=callbacks)
+                     teacher=teacher, callbacks=callbacks,
+                     learning_rate=finetune_learning_rate(params, steps_per_epoch * params.finetune_epochs))
     except TrainingDiverged as e:
         metrics = {"default": 0.0, "diverged": 1, "diverged_reason": str(e),
                    "duration_s": round(time.time() - started, 1)}
@@ -111,10 +112,19 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
 
 # ---- phases -------------------------------------------------------------------
 
-def compile_trainer(model, params: Params, n_classes: int, teacher=None):
+def finetune_learning_rate(params: Params, steps: int):
+    """The fine-tuning phase's learning rate: cosine decay from `learning_rate` to 0 over
+    its steps (the pruned model recovers at a high rate, then settles), or constant."""
+    if params.finetune_lr == "constant":
+        return params.learning_rate
+    return keras.optimizers.schedules.CosineDecay(params.learning_rate, decay_steps=max(1, steps))
+
+
+def compile_trainer(model, params: Params, n_classes: int, teacher=None, learning_rate=None):
     """The model compiled for one phase, or a Distiller around it when there is a teacher
-    (`segmodel bench` compiles its models with this too)."""
-    optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate)
+    (`segmodel bench` compiles its models with this too). `learning_rate`: a float or a
+    Keras schedule (default: params.learning_rate)."""
+    optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate if learning_rate is None else learning_rate)
     if teacher is not None:
         trainer = Distiller(model, teacher, task_loss(params.class_weights), params.kd_alpha, params.kd_temperature)
         trainer.compile(optimizer=optimizer, metrics=training_metrics(n_classes))
@@ -123,8 +133,8 @@ def compile_trainer(model, params: Params, n_classes: int, teacher=None):
     return model
 
 
-def _fit(model, params, splits, epochs, phase, history, reporter, teacher=None, callbacks=()):
-    trainer = compile_trainer(model, params, splits.n_classes, teacher)
+def _fit(model, params, splits, epochs, phase, history, reporter, teacher=None, callbacks=(), learning_rate=None):
+    trainer = compile_trainer(model, params, splits.n_classes, teacher, learning_rate)
     runtime.build_before_tracing(trainer, splits.train.element_spec)  # one trace, not two
     guard = DivergenceGuard()
     report = EpochReporter(reporter, params.objective, phase, history, guard)
