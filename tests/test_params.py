@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from segmodel import nni_bridge
 from segmodel.errors import ParamError
-from segmodel.params import OBJECTIVES, PRECISIONS, SCHEDULES, Params, parse_flags, resolve
+from segmodel.params import ALLOCATIONS, FINETUNE_LRS, OBJECTIVES, PRECISIONS, SCHEDULES, Params, parse_flags, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 KNOWN = [f.name for f in fields(Params)]
@@ -43,9 +43,10 @@ BAD = [  # (name, value, what the message must name)
     ("patch_stride", -1, "patch_stride"),
     ("val_fraction", 0.0, "val_fraction"), ("val_fraction", 1.0, "val_fraction"),
     ("palette_tolerance", 1.0, "palette_tolerance"),
-    ("kd_temperature", 0.0, "kd_temperature"), ("kd_alpha", -1.0, "kd_alpha"),
+    ("kd_temperature", 0.0, "kd_temperature"), ("kd_alpha", -1.0, "kd_alpha"), ("kd_alpha", 1.5, "kd_alpha"),
     ("agp_steps", -1, "agp_steps"), ("agp_frequency", 0, "agp_frequency"), ("threads", -1, "threads"),
-    ("schedule", "cubic", "schedule"), ("objective", "f1", "objective"), ("precision", "float16", "precision"),
+    ("builtin_tiles", -1, "builtin_tiles"), ("allocation", "layerwise", "allocation"),
+    ("finetune_lr", "step", "finetune_lr"), ("schedule", "cubic", "schedule"), ("objective", "f1", "objective"), ("precision", "float16", "precision"),
     ("learning_rate", "nan", "learning_rate"), ("dropout_rate", "inf", "dropout_rate"),
     ("prune_config", "[{", "prune_config"), ("prune_config", '{"sparsity": 0.5}', "prune_config"),
     ("prune_config", "/no/such/config.json", "prune_config"),
@@ -77,7 +78,8 @@ def test_defaults_and_edges_are_valid():
     assert params.config_list == []  # sparsity 0: nothing to prune
 
 
-@pytest.mark.parametrize("name,choices", [("schedule", SCHEDULES), ("objective", OBJECTIVES), ("precision", PRECISIONS)])
+@pytest.mark.parametrize("name,choices", [("schedule", SCHEDULES), ("objective", OBJECTIVES), ("precision", PRECISIONS),
+                                          ("allocation", ALLOCATIONS), ("finetune_lr", FINETUNE_LRS)])
 def test_every_choice_is_accepted(name, choices):
     for choice in choices:
         flags = {name: choice, **({"teacher": "t.keras"} if name == "schedule" else {})}
@@ -107,10 +109,10 @@ VALID_FLOATS = {
     "dropout_rate": _ranged(0, 1), "learning_rate": _ranged(0, 1e3, lo_open=True, hi_open=False),
     "sparsity": _ranged(0, 1), "val_fraction": _ranged(0, 1, lo_open=True),
     "weight1": _ranged(0, 1e6, hi_open=False), "kd_temperature": _ranged(0, 100, lo_open=True, hi_open=False),
-    "kd_alpha": _ranged(0, 100, hi_open=False),
+    "kd_alpha": _ranged(0, 1, hi_open=False),
 }
 VALID_INTS = {"batch_size": 1, "epochs": 1, "finetune_epochs": 0, "seed": 0, "threads": 0,
-              "agp_steps": 0, "agp_frequency": 1}
+              "agp_steps": 0, "agp_frequency": 1, "builtin_tiles": 0}
 
 
 @settings(max_examples=200, deadline=None)
@@ -195,7 +197,7 @@ def test_other_bool_values_are_rejected(raw):
 
 
 @settings(max_examples=50, deadline=None)
-@given(name=st.sampled_from(["schedule", "objective", "precision"]), text=st.text())
+@given(name=st.sampled_from(["schedule", "objective", "precision", "allocation", "finetune_lr"]), text=st.text())
 def test_choices_accept_only_their_names(name, text):
     choices = FIELD[name].metadata["choices"]
     flags = {name: text, "teacher": "t.keras"}
