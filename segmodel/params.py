@@ -218,6 +218,13 @@ def parse_flags(argv: list[str] | None = None, prog: str = "trial.py") -> dict[s
     return vars(build_parser(prog).parse_args(argv))
 
 
+def from_saved(values: Mapping[str, Any], source: str) -> Params:
+    """A trial's Params from its params.json; names an older version had and this one
+    retired are ignored (new ones get their defaults)."""
+    known = {f.name for f in fields(Params)}
+    return Params().update({k: v for k, v in values.items() if k in known}, source)
+
+
 def resolve(flags: Mapping[str, Any] | None = None, tuned: Mapping[str, Any] | None = None) -> Params:
     """defaults < flags < tuner, validated."""
     params = Params()
