@@ -7,7 +7,7 @@ variable's `constraint`, which Keras runs after every optimizer step inside the
 traced (graph-mode) train step: pruned weights stay exactly zero, and after
 `strip()` the model carries no pruning machinery at all.
 
-    pruner = Pruner(model, [{"sparsity": 0.8, "op_types": ["default"]}])
+    pruner = Pruner(model, [{"sparsity": 0.8, "op_types": ["default"]}], allocation="global")
     pruner.prune()            # before compile/fit: the constraint must be there when
     model.compile(...)        # Keras traces the train step
     model.fit(...)
@@ -190,6 +190,7 @@ class Pruner:
     layers (`protected_layers`) take part in the count but keep all their weights, so the
     others lose that much more.
 
+    The class defaults to NNI's per-layer rule; a trial passes Params.allocation (global).
     Call prune() (any fraction, 0.0 included) before the model is compiled and fit:
     Keras reads each variable's constraint when it traces the train step."""
 

@@ -1,7 +1,9 @@
 """One trial, top-down: data -> dense training -> pruning -> fine-tuning (optionally
 distilled) -> evaluation -> artifacts.
 
-Schedules (same total epochs, `epochs + finetune_epochs`, for each):
+Schedules (same total epochs, `epochs + finetune_epochs`, for each; fine-tuning's learning
+rate decays on a cosine unless --finetune_lr constant; sparsity is shared between layers by
+one global magnitude ranking unless --allocation uniform):
   init     prune right after building, then train all epochs with masks (the seed's order)
   oneshot  train dense `epochs`, prune to the target at once, fine-tune `finetune_epochs`
   agp      train dense `epochs`, then raise sparsity on the cubic AGP schedule while fine-tuning
@@ -89,6 +91,8 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
         **stats,
         **({"dense_accuracy": dense["accuracy"], "dense_iou": dense["iou"]} if dense else {}),
         "schedule": params.schedule,
+        "allocation": params.allocation,
+        "finetune_lr": params.finetune_lr,
         "kd": int(params.kd),
         "precision": precision,
         "diverged": 0,
