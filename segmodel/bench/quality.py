@@ -37,6 +37,7 @@ METHODS = {
     "seed": ("oneshot, uniform per layer, constant lr (the seed's)", ["--allocation", "uniform",
                                                                       "--finetune_lr", "constant"]),
     "uniform": ("oneshot, uniform per layer, cosine fine-tuning", ["--allocation", "uniform"]),
+    "constant": ("oneshot, global ranking, constant lr", ["--finetune_lr", "constant"]),
     "agp": ("AGP, global ranking, cosine fine-tuning", ["--schedule", "agp"]),
     "kd": ("recipe + distillation (kd_temperature, kd_alpha defaults)", ["--kd", "true"]),
 }
