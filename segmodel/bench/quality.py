@@ -2,6 +2,7 @@
 
     python -m segmodel bench quality                          # the full table (~1 h on 2 cores)
     python -m segmodel bench quality --seeds 0 --sparsities 0.8 --methods recipe   # one cell a seed
+    python -m segmodel bench quality --print-only --methods recipe seed agp kd  # tabulate what finished
 
 Every cell is one real trial (`python -m segmodel train`), `--seed N --sparsity S` plus
 the method's flags plus the trial flags (default TRIAL_FLAGS: a budget where the dense
@@ -16,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shlex
 import statistics
 import time
 from pathlib import Path
 
-from ..errors import ParamError
+from ..errors import ParamError, SegmodelError
 from ..files import write_json_atomic, write_text_atomic
 from ..params import parse_flags
 from ..runtime import default_threads
@@ -52,6 +54,7 @@ def add_arguments(p) -> None:
     p.add_argument("--jobs", type=int, default=1, help="trials at once, threads split between them")
     p.add_argument("--out", type=Path, default=Path("runs/quality"), help="folder for the trials, rows.json, table.md")
     p.add_argument("--trial_flags", default=TRIAL_FLAGS, help="flags of every trial (default: %(default)s)")
+    p.add_argument("--print-only", action="store_true", help="only tabulate the cells already finished")
     p.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more flags for every trial")
 
 
@@ -75,13 +78,20 @@ def main(args) -> int:
     if "threads" not in given:  # the same thread count in every cell
         base += ["--threads", str(max(1, default_threads() // max(1, args.jobs)))]
     started = time.time()
-    metrics = run_trials(args.out, cells(args.seeds, args.sparsities, args.methods, base), args.jobs)
-    rows = [{"seed": seed, "method": "dense", "sparsity": 0.0, **_row(metrics[f"s{seed}-dense"])}
-            for seed in args.seeds]
+    grid = cells(args.seeds, args.sparsities, args.methods, base)
+    if args.print_only:
+        metrics = {n: json.loads((args.out / n / "metrics.json").read_text()) for n in grid
+                   if (args.out / n / "metrics.json").is_file()}
+    else:
+        metrics = run_trials(args.out, grid, args.jobs)
+    seeds = [seed for seed in args.seeds if f"s{seed}-dense" in metrics]  # Δ needs the seed's dense trial
+    rows = [{"seed": seed, "method": "dense", "sparsity": 0.0, **_row(metrics[f"s{seed}-dense"])} for seed in seeds]
     rows += [{"seed": seed, "method": m, "sparsity": s, **_row(metrics[f"s{seed}-{m}-{s}"])}
-             for seed in args.seeds for s in args.sparsities for m in args.methods]
-    curve = dense_curve(args.out, args.seeds)
-    footer = (f"`python -m segmodel bench quality --seeds {' '.join(map(str, args.seeds))} --sparsities "
+             for s in args.sparsities for m in args.methods for seed in seeds if f"s{seed}-{m}-{s}" in metrics]
+    if not rows:
+        raise SegmodelError(f"no finished trials under {args.out}")
+    curve = dense_curve(args.out, seeds)
+    footer = (f"`python -m segmodel bench quality{' --print-only' * args.print_only} --seeds {' '.join(map(str, args.seeds))} --sparsities "
               f"{' '.join(f'{s:g}' for s in args.sparsities)} --methods {' '.join(args.methods)}`, trial flags "
               f"`{' '.join(base)}`; {cpu_name()}, precision {rows[0]['precision']}; wall {time.time() - started:.0f} s "
               f"(cells already finished are not rerun: sum of trial times {sum(r['duration_s'] for r in rows):.0f} s)")
