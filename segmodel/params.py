@@ -47,7 +47,8 @@ class Params:
                          choices=ALLOCATIONS)
     schedule: str = _p("oneshot", "when to prune: " + " | ".join(SCHEDULES), choices=SCHEDULES)
     prune_config: str = _p("", "NNI config_list as JSON (overrides --sparsity), or a path to a JSON file")
-    agp_steps: int = _p(0, "AGP: optimizer steps from 0 to the target sparsity (0 = the first half of fine-tuning; the rest recovers)")
+    agp_steps: int = _p(0, "AGP: optimizer steps from 0 to the target sparsity "
+                           "(0 = the first half of fine-tuning; the rest recovers)")
     agp_frequency: int = _p(10, "AGP: recompute masks every N steps")
     finetune_lr: str = _p("cosine", "fine-tuning learning rate: cosine (decays from learning_rate to 0) | constant",
                           choices=FINETUNE_LRS)
@@ -60,7 +61,8 @@ class Params:
     val_fraction: float = _p(0.25, "fraction of source images held out for validation")
     augment: bool = _p(False, "random flips and 90-degree rotations of training patches")
     data_dir: str = _p("", "dataset root (Dubai or flat layout); empty = built-in synthetic set ($SEGMODEL_DATA_DIR)")
-    builtin_tiles: int = _p(0, "size of the built-in synthetic set in tiles of 2 images (0 = the standard 6; without data_dir)")
+    builtin_tiles: int = _p(0, "size of the built-in synthetic set in tiles of 2 images "
+                               "(0 = the standard 6; without data_dir)")
     palette: str = _p("", "JSON file mapping class name to mask hex colour (default: Dubai palette)")
     palette_tolerance: float = _p(0.001, "fraction of a mask's pixels allowed outside the palette (mapped to Unlabeled); more fails")
     seed: int = _p(0, "random seed for data split, weights and shuffling")

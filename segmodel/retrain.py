@@ -26,11 +26,13 @@ def register(subparsers) -> None:
     p = add_command(subparsers, "retrain", __doc__, "rerun the best trial's parameters at a full budget")
     p.add_argument("experiment", help="NNI experiment id or folder (or one trial's output folder)")
     p.add_argument("--trial", default=None, metavar="ID", help="trial id (or sequence number); default: the best")
-    p.add_argument("--metric", default="default", help="final-result key that picks the best trial (default: %(default)s)")
+    p.add_argument("--metric", default="default",
+                   help="final-result key that picks the best trial (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=None, help="dense epochs (default: the trial's)")
     p.add_argument("--finetune_epochs", type=int, default=None, help="fine-tuning epochs (default: the trial's)")
     p.add_argument("--out", type=Path, required=True, help="folder for the retrained trial")
-    p.add_argument("--flags", default="", help='trial flags that override the trial\'s, one string: "--sparsity 0.9"')
+    p.add_argument("--flags", default="",
+                   help='trial flags that override the trial\'s, one string: --flags="--sparsity 0.9"')
     p.set_defaults(func=main)
 
 

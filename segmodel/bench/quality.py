@@ -91,7 +91,8 @@ def main(args) -> int:
     if not rows:
         raise SegmodelError(f"no finished trials under {args.out}")
     curve = dense_curve(args.out, seeds)
-    footer = (f"`python -m segmodel bench quality{' --print-only' * args.print_only} --seeds {' '.join(map(str, args.seeds))} --sparsities "
+    footer = (f"`python -m segmodel bench quality{' --print-only' * args.print_only} "
+              f"--seeds {' '.join(map(str, args.seeds))} --sparsities "
               f"{' '.join(f'{s:g}' for s in args.sparsities)} --methods {' '.join(args.methods)}`, trial flags "
               f"`{' '.join(base)}`; {cpu_name()}, precision {rows[0]['precision']}; wall {time.time() - started:.0f} s "
               f"(cells already finished are not rerun: sum of trial times {sum(r['duration_s'] for r in rows):.0f} s)")
