@@ -175,8 +175,8 @@ def protected_layers(model: keras.Model, names) -> set[str]:
     target up to 98% is still reached exactly by the other layers."""
     by_name = {layer.name: layer for layer in weighted_layers(model)}
     size = {n: sum(int(np.prod(w.shape)) for w in prunable_weights(by_name[n])) for n in names}
-    order = [n for n in by_name if n in size]
-    ends = {order[0], order[-1]} if order else set()
+    order = list(by_name)  # the model's ends, not those of the selection: excluding them protects no others
+    ends = {order[0], order[-1]} & set(size) if order else set()
     return {n for n in ends if size[n] <= PROTECT_FRACTION * sum(size.values())}
 
 

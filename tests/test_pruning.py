@@ -203,6 +203,16 @@ def test_global_ranking_reaches_the_exact_overall_sparsity_with_the_ends_dense(t
     assert max(fractions.values()) - min(fractions.values()) > 0.1  # each layer loses what its weights deserve
 
 
+def test_global_protects_the_models_ends_only():
+    """Excluding the first conv and the head by config_list protects no other layer."""
+    m = multi_unet_model(0.1, 6, 32, 32, 3)
+    config = [{"sparsity": 0.8, "op_types": ["default"]}, {"exclude": True, "op_names": ["down1_conv1", "logits"]}]
+    p = Pruner(m, config, allocation="global")
+    assert p.protected == set() and "down1_conv2" in p.targets
+    assert Pruner(m, [{"sparsity": 0.8, "op_names": ["down1_conv1", "down2_conv1"]}], "global").protected == set()
+    assert Pruner(m, [{"sparsity": 0.8, "op_names": ["logits", "up1_conv1"]}], "global").protected == {"logits"}
+
+
 def test_global_protects_only_small_ends_and_ranks_each_target_apart():
     keras.utils.set_random_seed(2)
     m = tiny_model()  # its first conv (108 of 431 weights) is too big to protect
