@@ -1,4 +1,4 @@
-"""`python -m segmodel COMMAND`: train | data | report | export | predict | bench.
+"""`python -m segmodel COMMAND`: train | data | report | export | retrain | predict | bench.
 
 Each command lives in its own module exposing `register(subparsers)`, which adds a
 subparser whose `func(args) -> int` does the work; `train` and `bench` parse their own
@@ -11,7 +11,8 @@ import sys
 
 from .errors import SegmodelError
 
-COMMAND_MODULES = ("segmodel.data.cli", "segmodel.report", "segmodel.export", "segmodel.predict", "segmodel.bench")
+COMMAND_MODULES = ("segmodel.data.cli", "segmodel.report", "segmodel.export", "segmodel.retrain", "segmodel.predict",
+                   "segmodel.bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

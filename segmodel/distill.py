@@ -42,7 +42,9 @@ def logits_view(model: keras.Model, role: str) -> keras.Model:
 
 
 class Distiller(keras.Model):
-    """Trains `student` on task_loss(y, p_s) + alpha * kd_loss(z_s, z_t, T).
+    """Trains `student` on (1 - alpha) * task_loss(y, p_s) + alpha * kd_loss(z_s, z_t, T),
+    Hinton et al.'s weighting (kd_loss carries the T^2 that keeps its gradients on the
+    task's scale): alpha 0 is plain training, 1 learns from the teacher alone.
 
     The teacher is frozen and always runs with training=False; gradients go to the
     student's trainable variables only, through the compiled optimizer, which also runs
@@ -52,9 +54,11 @@ class Distiller(keras.Model):
     `kd_loss`; validation logs the same on the validation set.
     """
 
-    def __init__(self, student: keras.Model, teacher: keras.Model, task_loss, alpha: float = 1.0,
+    def __init__(self, student: keras.Model, teacher: keras.Model, task_loss, alpha: float = 0.5,
                  temperature: float = 4.0, **kwargs):
         super().__init__(name=kwargs.pop("name", "distiller"), **kwargs)
+        if not 0 <= alpha <= 1:
+            raise ParamError(f"kd_alpha must be in [0, 1], got {alpha}")
         if temperature <= 0:
             raise ParamError(f"kd_temperature must be > 0, got {temperature}")
         s_classes, t_classes = student.output.shape[-1], teacher.output.shape[-1]
@@ -79,7 +83,7 @@ class Distiller(keras.Model):
         student_logits, probs = self._student_heads(x, training=training)
         task = self.task_loss(y, probs)
         kd = kd_loss(student_logits, teacher_logits, self.temperature)
-        return ops.cast(task, "float32") + self.alpha * kd, task, kd, probs
+        return (1.0 - self.alpha) * ops.cast(task, "float32") + self.alpha * kd, task, kd, probs
 
     def train_step(self, data):
         import tensorflow as tf  # this trainer targets the TensorFlow backend

@@ -72,12 +72,8 @@ def _step(msg: str) -> float:
 
 def load_params(trial) -> "object":
     """The trial's Params from its params.json (unknown keys from other versions are ignored)."""
-    from dataclasses import fields
-
-    from .params import Params
-    raw = json.loads(trial.file("params.json").read_text())
-    known = {f.name for f in fields(Params)}
-    return Params().update({k: v for k, v in raw.items() if k in known}, "params.json").validate()
+    from .params import from_saved
+    return from_saved(json.loads(trial.file("params.json").read_text()), "params.json").validate()
 
 
 def export_trial(trial, out: Path, formats=FORMATS, calibration_samples: int = 128, experiment_id=None) -> dict:

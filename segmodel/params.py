@@ -18,6 +18,8 @@ from .files import parse_json, read_json
 SCHEDULES = ("init", "oneshot", "agp")
 PRUNE_MODES = ("weight", "channel")
 CRITERIA = ("l1", "l2", "fpgm")
+ALLOCATIONS = ("global", "uniform")  # segmodel.pruning.Pruner
+FINETUNE_LRS = ("cosine", "constant")
 OBJECTIVES = ("accuracy", "iou")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
@@ -47,19 +49,28 @@ class Params:
                                    "filters and rebuild a thinner, faster model", choices=PRUNE_MODES)
     channel_criterion: str = _p("l1", "channel mode: which filters go first: " + " | ".join(CRITERIA)
                                 + " (NNI's L1Norm/L2Norm/FPGM pruners)", choices=CRITERIA)
+    allocation: str = _p("global", "weight mode: how sparsity is shared between layers: global (one magnitude "
+                                   "ranking, first and last weighted layer kept dense if small) | uniform (every "
+                                   "layer alike, as NNI's LevelPruner)",
+                         choices=ALLOCATIONS)
     schedule: str = _p("oneshot", "when to prune: " + " | ".join(SCHEDULES), choices=SCHEDULES)
     prune_config: str = _p("", "NNI config_list as JSON (overrides --sparsity), or a path to a JSON file")
-    agp_steps: int = _p(0, "AGP: optimizer steps from 0 to the target sparsity (0 = all fine-tuning steps but the last epoch)")
+    agp_steps: int = _p(0, "AGP: optimizer steps from 0 to the target sparsity "
+                           "(0 = the first half of fine-tuning; the rest recovers)")
     agp_frequency: int = _p(10, "AGP: recompute masks every N steps")
+    finetune_lr: str = _p("cosine", "fine-tuning learning rate: cosine (decays from learning_rate to 0) | constant",
+                          choices=FINETUNE_LRS)
     kd: bool = _p(False, "fine-tune the pruned student with knowledge distillation from its teacher")
     kd_temperature: float = _p(4.0, "distillation temperature T")
-    kd_alpha: float = _p(1.0, "weight of the distillation term")
+    kd_alpha: float = _p(0.5, "weight of the distillation term: (1 - alpha) * task + alpha * T^2 * KL")
     teacher: str = _p("", "path to a saved teacher model.keras (default: the trial's dense model)")
     patch_size: int = _p(128, "square patch side in pixels")
     patch_stride: int = _p(0, "stride between patches (0 = patch_size, no overlap)")
     val_fraction: float = _p(0.25, "fraction of source images held out for validation")
     augment: bool = _p(False, "random flips and 90-degree rotations of training patches")
     data_dir: str = _p("", "dataset root (Dubai or flat layout); empty = built-in synthetic set ($SEGMODEL_DATA_DIR)")
+    builtin_tiles: int = _p(0, "size of the built-in synthetic set in tiles of 2 images "
+                               "(0 = the standard 6; without data_dir)")
     palette: str = _p("", "JSON file mapping class name to mask hex colour (default: Dubai palette)")
     palette_tolerance: float = _p(0.001, "fraction of a mask's pixels allowed outside the palette (mapped to Unlabeled); more fails")
     seed: int = _p(0, "random seed for data split, weights and shuffling")
@@ -121,9 +132,10 @@ class Params:
         need(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
         need(0 <= self.palette_tolerance < 1, f"palette_tolerance must be in [0, 1), got {self.palette_tolerance}")
         need(self.kd_temperature > 0, f"kd_temperature must be > 0, got {self.kd_temperature}")
-        need(self.kd_alpha >= 0, f"kd_alpha must be >= 0, got {self.kd_alpha}")
+        need(0 <= self.kd_alpha <= 1, f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
         need(self.agp_steps >= 0, f"agp_steps must be >= 0, got {self.agp_steps}")
         need(self.agp_frequency >= 1, f"agp_frequency must be >= 1, got {self.agp_frequency}")
+        need(self.builtin_tiles >= 0, f"builtin_tiles must be >= 0, got {self.builtin_tiles}")
         need(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         for f in fields(self):
             choices = f.metadata.get("choices")
@@ -216,6 +228,13 @@ def _shown(value) -> str:
 def parse_flags(argv: list[str] | None = None, prog: str = "trial.py") -> dict[str, Any]:
     """The flags given on the command line only (not defaults), as raw strings."""
     return vars(build_parser(prog).parse_args(argv))
+
+
+def from_saved(values: Mapping[str, Any], source: str) -> Params:
+    """A trial's Params from its params.json; names an older version had and this one
+    retired are ignored (new ones get their defaults)."""
+    known = {f.name for f in fields(Params)}
+    return Params().update({k: v for k, v in values.items() if k in known}, source)
 
 
 def resolve(flags: Mapping[str, Any] | None = None, tuned: Mapping[str, Any] | None = None) -> Params:

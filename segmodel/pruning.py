@@ -7,7 +7,7 @@ variable's `constraint`, which Keras runs after every optimizer step inside the
 traced (graph-mode) train step: pruned weights stay exactly zero, and after
 `strip()` the model carries no pruning machinery at all.
 
-    pruner = Pruner(model, [{"sparsity": 0.8, "op_types": ["default"]}])
+    pruner = Pruner(model, [{"sparsity": 0.8, "op_types": ["default"]}], allocation="global")
     pruner.prune()            # before compile/fit: the constraint must be there when
     model.compile(...)        # Keras traces the train step
     model.fit(...)
@@ -20,6 +20,7 @@ import numpy as np
 from keras import ops
 
 from .errors import ParamError
+from .params import ALLOCATIONS
 
 # NNI's 'default' op type (nni.compression.tensorflow.default_layers.weighted_modules).
 DEFAULT_OP_TYPES = ("Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
@@ -134,8 +135,13 @@ def magnitude_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:
     Exactly that many, whatever the ties: among weights tied at the threshold the first
     ones in flat (C) order are pruned. (NNI 2.x keeps every weight tied with its
     threshold, so it can prune fewer.) O(n): a partition, not a sort."""
+    return prune_smallest(weights, int(np.size(weights) * sparsity))
+
+
+def prune_smallest(weights: np.ndarray, k: int) -> np.ndarray:
+    """Boolean keep-mask zeroing exactly the k smallest-magnitude entries (ties: C order)."""
     flat = np.abs(np.asarray(weights)).reshape(-1)
-    k = int(flat.size * sparsity)
+    k = min(k, flat.size)
     if k <= 0:
         return np.ones(np.shape(weights), dtype=bool)
     threshold = np.partition(flat, k - 1)[k - 1]
@@ -157,43 +163,98 @@ class MaskConstraint(keras.constraints.Constraint):
         return w * ops.cast(self.mask, w.dtype)
 
 
+PROTECT_FRACTION = 0.01
+
+
+def protected_layers(model: keras.Model, names) -> set[str]:
+    """The stated rule of global allocation: the first and the last weighted layer stay
+    dense when small, each at most PROTECT_FRACTION of the named layers' weights. In the
+    U-Net the first conv reads the 3 image channels (432 weights) and the 1x1 head writes
+    the classes (96): tiny layers every pixel's prediction goes through, where a pruned
+    weight costs the most and saves the least. Together they are then at most 2%, so any
+    target up to 98% is still reached exactly by the other layers."""
+    by_name = {layer.name: layer for layer in weighted_layers(model)}
+    size = {n: sum(int(np.prod(w.shape)) for w in prunable_weights(by_name[n])) for n in names}
+    order = list(by_name)  # the model's ends, not those of the selection: excluding them protects no others
+    ends = {order[0], order[-1]} & set(size) if order else set()
+    return {n for n in ends if size[n] <= PROTECT_FRACTION * sum(size.values())}
+
+
 class Pruner:
     """Applies `config_list` to `model`: prune(), then masks hold until strip().
 
+    allocation "uniform" (NNI's LevelPruner, the seed's): every layer loses its own
+    target fraction. "global" (NNI 2.x's `total_sparsity`): layers that share a target
+    are ranked together by magnitude under one threshold, so each layer loses what its
+    weights deserve and their overall sparsity is exactly the target; the protected
+    layers (`protected_layers`) take part in the count but keep all their weights, so the
+    others lose that much more.
+
+    The class defaults to NNI's per-layer rule; a trial passes Params.allocation (global).
     Call prune() (any fraction, 0.0 included) before the model is compiled and fit:
     Keras reads each variable's constraint when it traces the train step."""
 
-    def __init__(self, model: keras.Model, config_list: list[dict]):
-        self.model = model
+    def __init__(self, model: keras.Model, config_list: list[dict], allocation: str = "uniform"):
+        if allocation not in ALLOCATIONS:
+            raise ParamError(f"allocation must be one of {', '.join(ALLOCATIONS)}; got {allocation!r}")
+        self.model, self.allocation = model, allocation
         self.targets = layer_targets(model, config_list)
         by_name = {layer.name: layer for layer in weighted_layers(model)}
-        self._weights = [(w, s) for name, s in self.targets.items() for w in prunable_weights(by_name[name])]
+        self.protected = protected_layers(model, self.targets) if allocation == "global" else set()
+        # groups of (weights, target): one magnitude ranking each
+        weights = [(w, s, name) for name, s in self.targets.items() for w in prunable_weights(by_name[name])]
+        if allocation == "uniform":
+            self._groups = [([w], s) for w, s, _ in weights]
+        else:
+            by_target: dict[float, list] = {}
+            for w, s, _ in weights:
+                by_target.setdefault(s, []).append(w)
+            self._groups = [(ws, s) for s, ws in by_target.items()]
+        self._protected = {id(w) for w, _, name in weights if name in self.protected}
         self.masks: dict[str, keras.Variable] = {}  # weight path -> mask variable
         self.fraction = 0.0
+
+    @property
+    def weights(self) -> list:
+        """The weight variables under the masks, protected ones included."""
+        return [w for group, _ in self._groups for w in group]
 
     @property
     def attached(self) -> bool:
         return bool(self.masks)
 
     def prune(self, fraction: float = 1.0) -> None:
-        """Recompute masks from current magnitudes at `fraction` of each layer's target
-        sparsity. Weights already pruned have magnitude 0, so they stay pruned."""
-        for w, target in self._weights:
-            values = w.numpy()
-            mask = magnitude_mask(values, target * fraction)
-            if w.path not in self.masks:
-                self.masks[w.path] = keras.Variable(mask.astype(w.dtype), dtype=w.dtype, trainable=False,
-                                                    name=f"{w.name}_prune_mask")
-                w.constraint = MaskConstraint(self.masks[w.path], w.constraint)
-            else:
-                self.masks[w.path].assign(mask.astype(w.dtype))
-            w.assign(values * mask)
+        """Recompute masks from current magnitudes at `fraction` of each target sparsity.
+        Weights already pruned have magnitude 0, so they stay pruned."""
+        for group, target in self._groups:
+            values = [w.numpy() for w in group]
+            for w, v, mask in zip(group, values, self._group_masks(group, values, target * fraction)):
+                if w.path not in self.masks:
+                    self.masks[w.path] = keras.Variable(mask.astype(w.dtype), dtype=w.dtype, trainable=False,
+                                                        name=f"{w.name}_prune_mask")
+                    w.constraint = MaskConstraint(self.masks[w.path], w.constraint)
+                else:
+                    self.masks[w.path].assign(mask.astype(w.dtype))
+                w.assign(v * mask)
         self.fraction = fraction
+
+    def _group_masks(self, group, values, sparsity: float) -> list[np.ndarray]:
+        """One keep-mask per weight: int(n * sparsity) of the group's n weights pruned, the
+        smallest magnitudes first, none of them in a protected layer."""
+        free = [v for w, v in zip(group, values) if id(w) not in self._protected]
+        n = sum(v.size for v in values)
+        k = int(n * sparsity)
+        if not free or k == 0:
+            return [np.ones(v.shape, dtype=bool) for v in values]
+        flat = np.concatenate([v.reshape(-1) for v in free])
+        keep = iter(np.split(prune_smallest(flat, k), np.cumsum([v.size for v in free])[:-1]))
+        return [np.ones(v.shape, dtype=bool) if id(w) in self._protected else next(keep).reshape(v.shape)
+                for w, v in zip(group, values)]
 
     def strip(self) -> keras.Model:
         """Fold the masks into the weights and give back the original constraints:
         a plain Keras model, safe to save and to load without segmodel."""
-        for w, _ in self._weights:
+        for w in self.weights:
             mask = self.masks.pop(w.path, None)
             if mask is not None:
                 w.assign(w.numpy() * mask.numpy())

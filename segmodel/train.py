@@ -1,7 +1,9 @@
 """One trial, top-down: data -> dense training -> pruning -> fine-tuning (optionally
 distilled) -> evaluation -> artifacts.
 
-Schedules (same total epochs, `epochs + finetune_epochs`, for each):
+Schedules (same total epochs, `epochs + finetune_epochs`, for each; fine-tuning's learning
+rate decays on a cosine unless --finetune_lr constant; sparsity is shared between layers by
+one global magnitude ranking unless --allocation uniform):
   init     prune right after building, then train all epochs with masks (the seed's order)
   oneshot  train dense `epochs`, prune to the target at once, fine-tune `finetune_epochs`
   agp      train dense `epochs`, then raise sparsity on the cubic AGP schedule while fine-tuning
@@ -50,7 +52,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     history = History(log_dir=out)
     dense_size = {"dense_params": model.count_params(), "dense_flops": count_flops(model)}
     channel = params.prune_mode == "channel" and bool(config_list)
-    pruner = Pruner(model, config_list) if config_list and params.prune_mode == "weight" else None
+    pruner = Pruner(model, config_list, params.allocation) if config_list and params.prune_mode == "weight" else None
     thin_plan = channels.plan(model, config_list, params.channel_criterion) if channel else None  # fails fast
     steps_per_epoch = max(1, math.ceil(splits.n_train / params.batch_size))
     dense: dict = {}
@@ -75,11 +77,12 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
                 pruner.prune()
             elif pruner:  # agp: masks attached (all ones) before the train function is traced
                 pruner.prune(fraction=0.0)
-                span = params.agp_steps or steps_per_epoch * max(1, params.finetune_epochs - 1)
+                span = params.agp_steps or steps_per_epoch * max(1, params.finetune_epochs // 2)
                 callbacks.append(AGPCallback(pruner, span, params.agp_frequency))
             if params.finetune_epochs:
                 _fit(model, params, splits, params.finetune_epochs, "finetune", history, reporter,
-                     teacher=teacher, callbacks=callbacks)
+                     teacher=teacher, callbacks=callbacks,
+                     learning_rate=finetune_learning_rate(params, steps_per_epoch * params.finetune_epochs))
     except TrainingDiverged as e:
         metrics = {"default": 0.0, "diverged": 1, "diverged_reason": str(e),
                    "duration_s": round(time.time() - started, 1)}
@@ -105,6 +108,8 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
         "prune_mode": params.prune_mode,
         **({"channel_criterion": params.channel_criterion} if params.prune_mode == "channel" else {}),
         "schedule": params.schedule,
+        "allocation": params.allocation,
+        "finetune_lr": params.finetune_lr,
         "kd": int(params.kd),
         "precision": precision,
         "diverged": 0,
@@ -128,10 +133,19 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
 
 # ---- phases -------------------------------------------------------------------
 
-def compile_trainer(model, params: Params, n_classes: int, teacher=None):
+def finetune_learning_rate(params: Params, steps: int):
+    """The fine-tuning phase's learning rate: cosine decay from `learning_rate` to 0 over
+    its steps (the pruned model recovers at a high rate, then settles), or constant."""
+    if params.finetune_lr == "constant":
+        return params.learning_rate
+    return keras.optimizers.schedules.CosineDecay(params.learning_rate, decay_steps=max(1, steps))
+
+
+def compile_trainer(model, params: Params, n_classes: int, teacher=None, learning_rate=None):
     """The model compiled for one phase, or a Distiller around it when there is a teacher
-    (`segmodel bench` compiles its models with this too)."""
-    optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate)
+    (`segmodel bench` compiles its models with this too). `learning_rate`: a float or a
+    Keras schedule (default: params.learning_rate)."""
+    optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate if learning_rate is None else learning_rate)
     if teacher is not None:
         trainer = Distiller(model, teacher, task_loss(params.class_weights), params.kd_alpha, params.kd_temperature)
         trainer.compile(optimizer=optimizer, metrics=training_metrics(n_classes))
@@ -140,8 +154,8 @@ def compile_trainer(model, params: Params, n_classes: int, teacher=None):
     return model
 
 
-def _fit(model, params, splits, epochs, phase, history, reporter, teacher=None, callbacks=()):
-    trainer = compile_trainer(model, params, splits.n_classes, teacher)
+def _fit(model, params, splits, epochs, phase, history, reporter, teacher=None, callbacks=(), learning_rate=None):
+    trainer = compile_trainer(model, params, splits.n_classes, teacher, learning_rate)
     runtime.build_before_tracing(trainer, splits.train.element_spec)  # one trace, not two
     guard = DivergenceGuard()
     report = EpochReporter(reporter, params.objective, phase, history, guard)

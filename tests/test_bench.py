@@ -177,6 +177,30 @@ def test_kd_table_cells_share_the_dense_phase_flags():
         assert len({tuple(dense_flags(f)) for n, f in grid.items() if n.startswith(f"s{seed}-")}) == 1
 
 
+def test_quality_cells_pair_each_method_with_its_seeds_dense_trial():
+    """bench quality: per seed one dense trial (--sparsity 0) and one per method and
+    sparsity, differing from it only in the method's flags and the sparsity."""
+    from segmodel.bench.quality import METHODS, cells
+    grid = cells([0, 1], [0.8, 0.9], ["recipe", "seed"], ["--patch_size", "32"])
+    assert set(grid) == {f"s{s}-dense" for s in (0, 1)} | {f"s{s}-{m}-{x}" for s in (0, 1)
+                                                           for m in ("recipe", "seed") for x in (0.8, 0.9)}
+    assert grid["s1-dense"] == ["--patch_size", "32", "--seed", "1", "--sparsity", "0"]
+    assert grid["s1-seed-0.9"] == ["--patch_size", "32", *METHODS["seed"][1], "--seed", "1", "--sparsity", "0.9"]
+    assert METHODS["recipe"][1] == []  # the recipe is what a trial does by default
+
+
+def test_quality_table_reports_paired_deltas():
+    from segmodel.bench.quality import table
+    row = dict(measured_sparsity=0.8, precision="float32", duration_s=1.0, model_gzip_bytes=100, val_accuracy=0.9)
+    rows = [{**row, "seed": 0, "method": "dense", "sparsity": 0.0, "val_iou": 0.80, "measured_sparsity": 0.0},
+            {**row, "seed": 1, "method": "dense", "sparsity": 0.0, "val_iou": 0.70, "measured_sparsity": 0.0},
+            {**row, "seed": 0, "method": "recipe", "sparsity": 0.8, "val_iou": 0.79},
+            {**row, "seed": 1, "method": "recipe", "sparsity": 0.8, "val_iou": 0.67}]
+    line = table(rows).splitlines()[3]
+    # paired: -1 and -3 points, mean -2, sd 1.4; unpaired means would give the same mean but hide the sd
+    assert "| 80% | 0.8000 | 2 | 0.730 ± 0.085 | -2.0 ± 1.4 pt | -3.0 pt |" in line
+
+
 # ---- the speed fix: one trace of the train step, not two ------------------------------------
 
 def test_build_before_tracing_makes_fit_trace_the_train_step_once():

@@ -2,6 +2,7 @@
 never trusted when half-written. Uses real parallel processes."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -139,6 +140,25 @@ def test_cache_location_and_data_dir_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGMODEL_DATA_DIR", str(tmp_path / "env"))
     assert resolve_data_dir("") == tmp_path / "env"
     assert resolve_data_dir(str(tmp_path / "flag")) == tmp_path / "flag"
+
+
+def test_builtin_tiles_picks_a_larger_set_built_once_beside_the_standard_one(tmp_path, monkeypatch):
+    from segmodel.data import resolve_data_dir
+
+    calls = []
+
+    def writer(root, spec):  # records the spec; the real writer is tested above
+        calls.append(spec)
+        (root / "Tile 1").mkdir(parents=True)
+
+    monkeypatch.setattr(builtin, "write_dataset", writer)
+    monkeypatch.setenv("SEGMODEL_CACHE", str(tmp_path / "c"))
+    monkeypatch.delenv("SEGMODEL_DATA_DIR", raising=False)
+    big = resolve_data_dir("", 12)
+    assert big == resolve_data_dir("", 12) and len(calls) == 1  # built once per cache
+    assert calls[0] == dataclasses.replace(builtin.BUILTIN, tiles=12)
+    assert resolve_data_dir("", 0) == resolve_data_dir("") != big  # 0 = the standard set
+    assert calls[1] == builtin.BUILTIN and len(calls) == 2
 
 
 def test_unwritable_cache_is_a_data_error(tmp_path, monkeypatch):

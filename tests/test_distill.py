@@ -120,12 +120,12 @@ def test_distiller_trains_student_only_keeps_masks_under_bf16(policy):
             assert np.all(keras.ops.convert_to_numpy(w)[pruned[w.path]] == 0), \
                 f"{w.path}: pruned weights came back during distillation"
 
-    # The logged validation loss is task + alpha * kd on the student's / teacher's inference outputs.
+    # The logged validation loss is (1 - alpha) * task + alpha * kd on the student's / teacher's inference outputs.
     x, y = next(iter(data))
     probs = student(x, training=False)
     z_s = logits_view(student, "student")(x, training=False)
     z_t = logits_view(teacher, "teacher")(x, training=False)
-    expected = float(loss(y, probs)) + 0.5 * float(kd_loss(z_s, z_t, 2.0))
+    expected = 0.5 * float(loss(y, probs)) + 0.5 * float(kd_loss(z_s, z_t, 2.0))
     result = distiller.evaluate(x, y, verbose=0, return_dict=True)
     np.testing.assert_allclose(result["loss"], expected, rtol=1e-4)
 

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from segmodel import nni_bridge
 from segmodel.errors import ParamError
-from segmodel.params import CRITERIA, OBJECTIVES, PRECISIONS, PRUNE_MODES, SCHEDULES, Params, parse_flags, resolve
+from segmodel.params import (ALLOCATIONS, CRITERIA, FINETUNE_LRS, OBJECTIVES, PRECISIONS, PRUNE_MODES, SCHEDULES,
+                             Params, parse_flags, resolve)
 
 ROOT = Path(__file__).resolve().parents[1]
 KNOWN = [f.name for f in fields(Params)]
@@ -43,8 +44,9 @@ BAD = [  # (name, value, what the message must name)
     ("patch_stride", -1, "patch_stride"),
     ("val_fraction", 0.0, "val_fraction"), ("val_fraction", 1.0, "val_fraction"),
     ("palette_tolerance", 1.0, "palette_tolerance"),
-    ("kd_temperature", 0.0, "kd_temperature"), ("kd_alpha", -1.0, "kd_alpha"),
+    ("kd_temperature", 0.0, "kd_temperature"), ("kd_alpha", -1.0, "kd_alpha"), ("kd_alpha", 1.5, "kd_alpha"),
     ("agp_steps", -1, "agp_steps"), ("agp_frequency", 0, "agp_frequency"), ("threads", -1, "threads"),
+    ("builtin_tiles", -1, "builtin_tiles"), ("allocation", "layerwise", "allocation"), ("finetune_lr", "step", "finetune_lr"),
     ("schedule", "cubic", "schedule"), ("prune_mode", "filter", "prune_mode"), ("channel_criterion", "l3", "channel_criterion"),
     ("objective", "f1", "objective"), ("precision", "float16", "precision"),
     ("learning_rate", "nan", "learning_rate"), ("dropout_rate", "inf", "dropout_rate"),
@@ -84,7 +86,8 @@ def test_defaults_and_edges_are_valid():
 
 
 @pytest.mark.parametrize("name,choices", [("schedule", SCHEDULES), ("objective", OBJECTIVES), ("precision", PRECISIONS),
-                                          ("prune_mode", PRUNE_MODES), ("channel_criterion", CRITERIA)])
+                                          ("prune_mode", PRUNE_MODES), ("channel_criterion", CRITERIA),
+                                          ("allocation", ALLOCATIONS), ("finetune_lr", FINETUNE_LRS)])
 def test_every_choice_is_accepted(name, choices):
     for choice in choices:
         flags = {name: choice, **({"teacher": "t.keras"} if name == "schedule" else {})}
@@ -114,10 +117,10 @@ VALID_FLOATS = {
     "dropout_rate": _ranged(0, 1), "learning_rate": _ranged(0, 1e3, lo_open=True, hi_open=False),
     "sparsity": _ranged(0, 1), "val_fraction": _ranged(0, 1, lo_open=True),
     "weight1": _ranged(0, 1e6, hi_open=False), "kd_temperature": _ranged(0, 100, lo_open=True, hi_open=False),
-    "kd_alpha": _ranged(0, 100, hi_open=False),
+    "kd_alpha": _ranged(0, 1, hi_open=False),
 }
 VALID_INTS = {"batch_size": 1, "epochs": 1, "finetune_epochs": 0, "seed": 0, "threads": 0,
-              "agp_steps": 0, "agp_frequency": 1}
+              "agp_steps": 0, "agp_frequency": 1, "builtin_tiles": 0}
 
 
 @settings(max_examples=200, deadline=None)
@@ -202,7 +205,8 @@ def test_other_bool_values_are_rejected(raw):
 
 
 @settings(max_examples=50, deadline=None)
-@given(name=st.sampled_from(["schedule", "objective", "precision", "prune_mode", "channel_criterion"]), text=st.text())
+@given(name=st.sampled_from(["schedule", "objective", "precision", "prune_mode", "channel_criterion", "allocation",
+                             "finetune_lr"]), text=st.text())
 def test_choices_accept_only_their_names(name, text):
     choices = FIELD[name].metadata["choices"]
     flags = {name: text, "teacher": "t.keras"}

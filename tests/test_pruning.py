@@ -16,8 +16,11 @@ from keras import layers
 
 from segmodel.errors import ParamError
 from segmodel.files import gzip_size
+from segmodel.model import multi_unet_model
+from segmodel.params import Params
 from segmodel.pruning import (AGPCallback, Pruner, agp_sparsity, layer_targets, magnitude_mask, own_weights,
-                              prunable_weights, sparsity_stats, walk_layers)
+                              prunable_weights, protected_layers, sparsity_stats, walk_layers)
+from segmodel.train import finetune_learning_rate
 
 
 def reference_mask(w, s):
@@ -142,7 +145,7 @@ def test_biases_never_pruned_and_named_layer_types():
                 v.assign(np.full(v.shape, 0.01, np.float32))
     p = Pruner(m, [{"sparsity": 0.75, "op_types": ["default", "BatchNormalization"]}])
     p.prune()
-    assert {w.name for w, _ in p._weights} == {"kernel", "gamma"}
+    assert {w.name for w in p.weights} == {"kernel", "gamma"}
     assert all(np.all(v.numpy() == np.float32(0.01))
                for layer in walk_layers(m) for v in layer.weights if v.name in ("bias", "beta"))
     assert layer_sparsity(m, ["bn"]) == {"bn": 0.75}
@@ -171,6 +174,81 @@ def test_config_errors(config, message):
         layer_targets(tiny_model(), config)
 
 
+# ---- global allocation ----------------------------------------------------------------------
+
+def _zeros_and_size(model, names):
+    by_name = {layer.name: layer for layer in walk_layers(model)}
+    ws = [w.numpy() for n in names for w in prunable_weights(by_name[n])]
+    return sum(int(np.count_nonzero(w == 0)) for w in ws), sum(w.size for w in ws)
+
+
+@pytest.mark.parametrize("target", [0.5, 0.8, 0.9])
+def test_global_ranking_reaches_the_exact_overall_sparsity_with_the_ends_dense(target):
+    keras.utils.set_random_seed(1)
+    m = multi_unet_model(0.1, 6, 32, 32, 3)
+    p = Pruner(m, [{"sparsity": target, "op_types": ["default"]}], allocation="global")
+    assert p.protected == {"down1_conv1", "logits"}  # first and last weighted layer: 432 and 96 weights
+    by_name = {layer.name: layer for layer in walk_layers(m)}
+    values = {n: [np.abs(w.numpy()) for w in prunable_weights(by_name[n])] for n in p.targets}
+    p.prune()
+    zeros, total = _zeros_and_size(m, p.targets)
+    assert zeros == int(total * target)  # exact over all selected layers, protected ones counted
+    assert sparsity_stats(m, p.targets)["sparsity"] == zeros / total
+    assert _zeros_and_size(m, p.protected)[0] == 0
+    # one threshold: every pruned weight is no larger than every kept one, across layers
+    free = [n for n in p.targets if n not in p.protected]
+    pairs = [(v, w.numpy() == 0) for n in free for v, w in zip(values[n], prunable_weights(by_name[n]))]
+    assert max(v[z].max() for v, z in pairs if z.any()) <= min(v[~z].min() for v, z in pairs if (~z).any())
+    fractions = {n: _zeros_and_size(m, [n])[0] / _zeros_and_size(m, [n])[1] for n in free}
+    assert max(fractions.values()) - min(fractions.values()) > 0.1  # each layer loses what its weights deserve
+
+
+def test_global_protects_the_models_ends_only():
+    """Excluding the first conv and the head by config_list protects no other layer."""
+    m = multi_unet_model(0.1, 6, 32, 32, 3)
+    config = [{"sparsity": 0.8, "op_types": ["default"]}, {"exclude": True, "op_names": ["down1_conv1", "logits"]}]
+    p = Pruner(m, config, allocation="global")
+    assert p.protected == set() and "down1_conv2" in p.targets
+    assert Pruner(m, [{"sparsity": 0.8, "op_names": ["down1_conv1", "down2_conv1"]}], "global").protected == set()
+    assert Pruner(m, [{"sparsity": 0.8, "op_names": ["logits", "up1_conv1"]}], "global").protected == {"logits"}
+
+
+def test_global_protects_only_small_ends_and_ranks_each_target_apart():
+    keras.utils.set_random_seed(2)
+    m = tiny_model()  # its first conv (108 of 431 weights) is too big to protect
+    config = [{"sparsity": 0.5, "op_types": ["Conv2D"]}, {"sparsity": 0.9, "op_names": ["t", "inner"]}]
+    p = Pruner(m, config, allocation="global")
+    assert p.protected == set() == protected_layers(m, p.targets)
+    p.prune()
+    for names, target in ((["a", "b"], 0.5), (["t", "inner"], 0.9)):
+        zeros, size = _zeros_and_size(m, names)
+        assert zeros == int(size * target)
+
+
+def test_uniform_allocation_is_the_per_layer_rule_and_protects_nothing():
+    keras.utils.set_random_seed(3)
+    m = tiny_model()
+    p = Pruner(m, [{"sparsity": 0.8, "op_types": ["default"]}], allocation="uniform")
+    p.prune()
+    assert p.protected == set()
+    by_name = {layer.name: layer for layer in walk_layers(m)}
+    sizes = {n: int(np.prod(by_name[n].kernel.shape)) for n in p.targets}
+    assert layer_sparsity(m, p.targets) == pytest.approx({n: int(k * 0.8) / k for n, k in sizes.items()})
+
+
+def test_unknown_allocation_is_a_param_error():
+    with pytest.raises(ParamError, match="allocation"):
+        Pruner(tiny_model(), [{"sparsity": 0.5, "op_types": ["default"]}], allocation="layerwise")
+
+
+def test_finetune_learning_rate_cosine_decays_to_zero_and_constant_is_the_rate():
+    schedule = finetune_learning_rate(Params(learning_rate=2e-3, finetune_lr="cosine"), 100)
+    values = [float(schedule(step)) for step in (0, 50, 100, 150)]
+    assert values == pytest.approx([2e-3, 1e-3, 0.0, 0.0], abs=1e-9)  # lr * (1 + cos(pi t / n)) / 2
+    assert float(schedule(25)) == pytest.approx(2e-3 * (1 + np.cos(np.pi / 4)) / 2)
+    assert finetune_learning_rate(Params(learning_rate=2e-3, finetune_lr="constant"), 100) == 2e-3
+
+
 # ---- masks hold through real training ---------------------------------------------------------
 
 @pytest.mark.parametrize("dtype_policy", ["float32", "mixed_bfloat16"])
@@ -181,16 +259,16 @@ def test_zeros_survive_graph_mode_training(policy, dtype_policy):
     p = Pruner(m, [{"sparsity": 0.7, "op_types": ["default"]}])
     p.prune()
     before = zero_masks(m, p.targets)
-    start = [w.numpy().copy() for w, _ in p._weights]
+    start = [w.numpy().copy() for w in p.weights]
     m.compile(optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy")
     x, y = toy_data()
     m.fit(x, y, batch_size=4, epochs=2, verbose=0)  # 8 optimizer steps
     assert not m.run_eagerly and m.optimizer.iterations.numpy() == 8
     after = zero_masks(m, p.targets)
-    for (w, _), w0 in zip(p._weights, start):
+    for w, w0 in zip(p.weights, start):
         np.testing.assert_array_equal(after[w.path], before[w.path])
         assert not np.allclose(w.numpy()[~before[w.path]], w0[~before[w.path]])  # it trained
-    sizes = [int(np.prod(w.shape)) for w, _ in p._weights]
+    sizes = [int(np.prod(w.shape)) for w in p.weights]
     assert sparsity_stats(m, p.targets)["sparsity"] == pytest.approx(sum(int(n * 0.7) for n in sizes) / sum(sizes))
 
 
@@ -237,7 +315,7 @@ def test_agp_callback_reaches_target_on_schedule():
     m.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy")
     agp, rec = AGPCallback(p, total_steps=6, frequency=2), RecordSparsity(p.targets)
     m.fit(*toy_data(32), batch_size=4, epochs=1, verbose=0, callbacks=[agp, rec])  # 8 steps
-    sizes = [int(np.prod(w.shape)) for w, _ in p._weights]
+    sizes = [int(np.prod(w.shape)) for w in p.weights]
     expected = [sum(int(n * 0.8 * agp_sparsity(t, 6, 1.0)) for n in sizes) / sum(sizes) for t in (2, 4, 6)]
     assert rec.seen[1:6:2] == pytest.approx(expected)
     assert rec.seen[0] == 0.0 and rec.seen[5] == rec.seen[6] == rec.seen[7]  # frozen after the target

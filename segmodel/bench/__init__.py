@@ -21,6 +21,8 @@ BENCHES = {
     "stages": ("stages", "every stage of a trial side by side: fixed cost, data, training dense/pruned "
                          "in two precisions, FLOPs, the seed's way, inference, memory (README: Speed)"),
     "prune-overhead": ("prune_overhead", "training-step time of pruning masks: dense vs constraint vs callback"),
+    "quality": ("quality", "does pruning keep accuracy? dense vs pruned, same epochs, converged budget, "
+                           "paired by seed (docs/pruning.md)"),
     "prune-table": ("prune_table", "dense vs 50/80/90% sparsity for each schedule, same epochs (README: Pruning)"),
     "kd-table": ("kd_table", "fine-tuning with and without distillation, paired by seed (README: Distillation)"),
     "precision-iou": ("precision_iou", "validation IoU of float32 vs mixed_bfloat16 trials, same seeds"),

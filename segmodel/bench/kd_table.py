@@ -23,7 +23,7 @@ from pathlib import Path
 from ..errors import ParamError
 from ..params import parse_flags, resolve
 from ..runtime import default_threads
-from .trials import run_trials
+from .trials import mean_sd, run_trials
 
 
 def _kd_config(text: str) -> tuple[float, float]:
@@ -100,13 +100,6 @@ def main(args) -> int:
     return 0
 
 
-def _mean_sd(values) -> str:
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
-
-
 def table(rows: list[dict]) -> str:
     """One line per (sparsity, variant): val mean IoU mean ± sample sd over seeds; for KD
     variants also the paired difference to no KD (same seed, same dense weights)."""
@@ -117,12 +110,12 @@ def table(rows: list[dict]) -> str:
         base = {r["seed"]: r["val_iou"] for r in cells_ if not r["kd"]}
         seeds = sorted(base)
         lines.append(f"| {s:.0%} | dense teacher (before pruning) | {len(seeds)} | "
-                     f"{_mean_sd([r['dense_val_iou'] for r in cells_ if not r['kd']])} | | |")
+                     f"{mean_sd([r['dense_val_iou'] for r in cells_ if not r['kd']])} | | |")
         lines.append(f"| {s:.0%} | pruned, not fine-tuned | {len(seeds)} | "
-                     f"{_mean_sd([r['pruned_val_iou'] for r in cells_ if not r['kd']])} | | |")
+                     f"{mean_sd([r['pruned_val_iou'] for r in cells_ if not r['kd']])} | | |")
         for variant in dict.fromkeys(r["variant"] for r in cells_):
             mine = {r["seed"]: r["val_iou"] for r in cells_ if r["variant"] == variant}
-            line = f"| {s:.0%} | {variant} | {len(mine)} | {_mean_sd(list(mine.values()))} |"
+            line = f"| {s:.0%} | {variant} | {len(mine)} | {mean_sd(list(mine.values()))} |"
             paired = [mine[x] - base[x] for x in mine if x in base]
             if variant == "no KD" or not paired:
                 lines.append(line + " | |")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -51,3 +52,22 @@ def config_trial_flags(config: str | os.PathLike) -> list[str]:
     command = yaml.safe_load(Path(config).read_text())["trialCommand"]
     argv = shlex.split(command)
     return argv[argv.index("trial.py") + 1:] if "trial.py" in argv else []
+
+
+def mean_sd(values) -> str:
+    """'mean ± sample sd' to 3 decimals ('-' for none, sd 0 for one value)."""
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+
+def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU a figure was measured on (`lscpu`'s Model name), for the table's footer."""
+    try:
+        for line in open(cpuinfo):
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"

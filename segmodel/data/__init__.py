@@ -7,6 +7,7 @@ tf.data pipelines of (image float32 in [0, 1], HxWx3; one-hot mask float32, HxWx
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,14 +42,15 @@ class Splits:
         return len(self.class_names)
 
 
-def resolve_data_dir(data_dir: str = "") -> Path:
-    """data_dir, else $SEGMODEL_DATA_DIR, else the built-in synthetic set (built on first use)."""
+def resolve_data_dir(data_dir: str = "", builtin_tiles: int = 0) -> Path:
+    """data_dir, else $SEGMODEL_DATA_DIR, else the built-in synthetic set (built on first use;
+    `builtin_tiles` > 0 resizes it, 2 images a tile, each size cached once)."""
     chosen = data_dir or os.environ.get("SEGMODEL_DATA_DIR", "")
     if chosen:
         return Path(chosen).expanduser()
-    from .builtin import cache_root, ensure
+    from .builtin import BUILTIN, cache_root, ensure
     try:
-        return ensure()[0]
+        return ensure(dataclasses.replace(BUILTIN, tiles=builtin_tiles or BUILTIN.tiles))[0]
     except OSError as e:
         raise DataError(f"cannot write the built-in dataset under {cache_root()}: {e.strerror or e}; "
                         "set SEGMODEL_CACHE to a writable folder, or give --data_dir") from None
@@ -79,7 +81,7 @@ def load(params) -> Splits:
     if palette.n_classes != n_weights:
         raise DataError(f"palette has {palette.n_classes} classes but the loss has {n_weights} class weights "
                         f"(weight1..weight{n_weights}); give a palette with {n_weights} classes")
-    root = resolve_data_dir(params.data_dir)
+    root = resolve_data_dir(params.data_dir, params.builtin_tiles)
     _, sources = scan_dataset(root, palette, params.palette_tolerance)
     p = params.patch_size
     stride = params.patch_stride or p

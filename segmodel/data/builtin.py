@@ -37,8 +37,10 @@ def is_complete(folder: Path) -> bool:
     return (folder / MARKER).is_file()
 
 
-def ensure(spec: SynthSpec = BUILTIN, root: Path | None = None, writer=write_dataset) -> tuple[Path, bool]:
-    """Path of the complete dataset for `spec`, building it if needed; (path, built_here)."""
+def ensure(spec: SynthSpec = BUILTIN, root: Path | None = None, writer=None) -> tuple[Path, bool]:
+    """Path of the complete dataset for `spec`, building it if needed (with `writer`,
+    default write_dataset); (path, built_here)."""
+    writer = writer or write_dataset
     root = Path(root) if root is not None else cache_root()
     final = root / f"{VERSION}-{spec.name}"
     if is_complete(final):
