@@ -103,8 +103,10 @@ class TFLiteRunner(Runner):
     process was starting); a measurement must not die on that, so the runner says so in
     one line on stderr and goes on with TFLite's own kernels (same results, slower)."""
 
-    def __init__(self, path: Path, threads: int | None = None, xnnpack: bool = True):
-        self.path, self.threads = Path(path), threads or _cores()
+    def __init__(self, path: Path | bytes, threads: int | None = None, xnnpack: bool = True):
+        """`path`: a .tflite file, or a converted model's bytes (what the benches time)."""
+        self.content = path if isinstance(path, bytes) else None
+        self.path, self.threads = Path("model.tflite" if self.content else path), threads or _cores()
         self.xnnpack = xnnpack
         self.interpreter = self._open()
         self._batch = int(self.input["shape"][0])
@@ -117,8 +119,9 @@ class TFLiteRunner(Runner):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
             try:
+                source = {"model_content": self.content} if self.content else {"model_path": str(self.path)}
                 interpreter = Interpreter(
-                    model_path=str(self.path), num_threads=self.threads,
+                    **source, num_threads=self.threads,
                     experimental_op_resolver_type=resolver.AUTO if self.xnnpack
                     else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
             except ValueError as e:

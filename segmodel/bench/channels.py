@@ -137,42 +137,24 @@ def speed(models: dict, sides, batches, rounds: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from ..inference import _cores, tflite_interpreter_class
-    Interpreter = tflite_interpreter_class()
+    from ..inference import TFLiteRunner
+    from .timing import timed_calls
     tf.get_logger().setLevel("ERROR")  # one tf.function per model and size is what we mean ("retracing")
     result = {}
     for side in sides:
         runners = {}
         for name, model in models.items():
             sized = at_size(model, side)
-            fn = tf.function(lambda b, m=sized: m(b, training=False))
-            interp = Interpreter(model_content=tflite_bytes(sized), num_threads=_cores())
-            runners[name] = (fn, interp)
+            runners[name] = (tf.function(lambda b, m=sized: m(b, training=False)), TFLiteRunner(tflite_bytes(sized)))
         for batch in batches:
             x = np.random.default_rng(0).random((batch, side, side, 3), dtype=np.float32)
             calls = {}
-            for name, (fn, interp) in runners.items():
-                inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
-                interp.resize_tensor_input(inp["index"], list(x.shape))
-                interp.allocate_tensors()
-
-                def run_tflite(interp=interp, i=inp["index"], o=outp["index"]):
-                    interp.set_tensor(i, x)
-                    interp.invoke()
-                    return interp.get_tensor(o)
+            for name, (fn, tflite) in runners.items():
                 calls[(name, "keras")] = lambda fn=fn: fn(x).numpy()
-                calls[(name, "tflite")] = run_tflite
-            for call in calls.values():
-                call()  # trace, allocate, warm caches
-            times = {key: [] for key in calls}
+                calls[(name, "tflite")] = lambda tflite=tflite: tflite.probabilities(x)
             _log(f"timing {side}px batch {batch}: {rounds} rounds of {len(calls)} runners")
-            for _ in range(rounds):
-                for key, call in calls.items():
-                    t = time.perf_counter()
-                    call()
-                    times[key].append(time.perf_counter() - t)
-            for (name, runtime), t in times.items():
-                result.setdefault(name, {})[f"{runtime} {side}px b{batch}"] = round(batch / statistics.median(t), 2)
+            for (name, runtime), t in timed_calls(calls, rounds).items():
+                result.setdefault(name, {})[f"{runtime} {side}px b{batch}"] = round(batch / t, 2)
     return result
 
 
@@ -182,6 +164,7 @@ def run(out: Path, seeds, sizes: dict, rows: dict, criterion: str = "l1", kd: bo
 
     from .. import data as datasets
     from ..inference import tflite_interpreter_class
+    from .stages import _machine as stages_machine
     from ..params import resolve
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -213,19 +196,8 @@ def run(out: Path, seeds, sizes: dict, rows: dict, criterion: str = "l1", kd: bo
         }
     return {"seeds": list(seeds), "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
             "criterion": criterion, "kd": kd, "tflite_runtime": tflite_interpreter_class().__module__,
-            "machine": _machine(), "seconds": round(time.time() - started), "rows": table,
+            "machine": stages_machine(), "seconds": round(time.time() - started), "rows": table,
             "targets": targets(table, sizes)}
-
-
-def _machine() -> dict:
-    from .stages import _machine as bench_machine
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
-    except OSError:
-        pass
-    return {**bench_machine(), "cpu": cpu}
 
 
 def targets(rows: dict, sizes: dict) -> list[dict]:

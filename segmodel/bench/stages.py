@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import statistics
 import sys
 import time
 
@@ -299,41 +298,24 @@ def _tflite_bytes(model) -> bytes:
 
 def inference_throughput(dense, pruned_model, x, sizes, threads: int) -> dict:
     """Images/s of a traced forward pass (dense, pruned) and of the pruned model's TFLite
-    export through tf.lite.Interpreter, all float32, same batches, interleaved."""
+    export through the runner `predict` uses, all float32, same batches, interleaved."""
     import numpy as np
     import tensorflow as tf
+
+    from ..inference import TFLiteRunner
+    from .timing import timed_calls
 
     bs, n = sizes["batch_size"], sizes["infer_batches"]
     batch = np.ascontiguousarray(x[:bs])
     tflite = _tflite_bytes(pruned_model)
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated": still the documented API in 2.21
-        interp = tf.lite.Interpreter(model_content=tflite, num_threads=threads)
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    interp.resize_tensor_input(inp["index"], list(batch.shape))
-    interp.allocate_tensors()
-
-    def run_tflite():
-        interp.set_tensor(inp["index"], batch)
-        interp.invoke()
-        return interp.get_tensor(out["index"])
-
-    runners = {"tflite pruned": run_tflite}
+    runner = TFLiteRunner(tflite, threads=threads)
+    runners = {"tflite pruned": lambda: runner.probabilities(batch)}
     for name, model in (("dense", dense), ("pruned", pruned_model)):
         fn = tf.function(lambda b, m=model: m(b, training=False))
         runners[name] = lambda fn=fn: fn(batch).numpy()
-    times = {name: [] for name in runners}
-    for name, run_one in runners.items():
-        run_one()  # trace / warm up
-    for _ in range(n):
-        for name, run_one in runners.items():
-            t = time.perf_counter()
-            run_one()
-            times[name].append(time.perf_counter() - t)
-    result = {name: round(bs / statistics.median(t), 1) for name, t in times.items()}
+    result = {name: round(bs / t, 1) for name, t in timed_calls(runners, n).items()}
     pruned_pred = np.argmax(tf.function(lambda b: pruned_model(b, training=False))(batch).numpy(), -1)
-    agree = float(np.mean(np.argmax(run_tflite(), -1) == pruned_pred))
+    agree = float(np.mean(runner(batch) == pruned_pred))
     return {"img_s": result, "tflite_kb": round(len(tflite) / 1024), "tflite_pixel_agreement": round(agree, 4)}
 
 
@@ -407,8 +389,9 @@ def _machine() -> dict:
     import tensorflow as tf
 
     from .. import runtime
+    from .trials import cpu_name
     conc, source = runtime.trial_concurrency()
-    return {"cores": runtime.available_cores(), "trial_concurrency": conc, "concurrency_from": source,
+    return {"cpu": cpu_name(), "cores": runtime.available_cores(), "trial_concurrency": conc, "concurrency_from": source,
             "threads": runtime.default_threads(conc), "cpu_bf16": runtime.cpu_supports_bf16(),
             "tensorflow": tf.__version__, "python": platform.python_version(),
             "load_avg_1m": round(os.getloadavg()[0], 2)}

@@ -1,4 +1,4 @@
-"""The one way segmodel times training steps: variants interleaved in rounds, medians.
+"""The one way segmodel times things: variants interleaved in rounds, medians.
 
 A shared, noisy CPU slows whatever runs while it is busy. Timing each variant in
 turn, round after round, spreads that noise over all of them alike, so the ratios
@@ -38,3 +38,17 @@ def timed_rounds(variants: dict, rounds: int, steps: int) -> dict[str, float]:
             run_steps(steps + 1, [clock])
             times[name] += [b - a for a, b in zip(clock.ends, clock.ends[1:])]
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def timed_calls(calls: dict, rounds: int) -> dict:
+    """Median seconds of each zero-argument call: every call runs once untimed (trace,
+    allocate, warm caches), then all of them in turn, `rounds` times."""
+    for call in calls.values():
+        call()
+    times: dict = {key: [] for key in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            t = time.perf_counter()
+            call()
+            times[key].append(time.perf_counter() - t)
+    return {key: statistics.median(t) for key, t in times.items()}
