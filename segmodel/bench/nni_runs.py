@@ -38,8 +38,9 @@ def absolute_paths(config: dict, folder: Path) -> dict:
 def run_experiment(config: dict, workdir: Path, trials: int | None = None, stall: float = 900,
                    env: dict | None = None) -> experiments.Experiment:
     """Run `config` in `workdir` until NNI says DONE (or `trials` trials ended); always stopped."""
+    workdir = workdir.resolve()  # nnictl runs inside it, so a relative path would not resolve
     workdir.mkdir(parents=True, exist_ok=True)
-    config = {**config, "experimentWorkingDirectory": str(workdir.resolve())}
+    config = {**config, "experimentWorkingDirectory": str(workdir)}
     path = workdir / "config.yml"
     path.write_text(yaml.safe_dump(config))
     env = {**(env if env is not None else os.environ)}

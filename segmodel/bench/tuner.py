@@ -5,7 +5,8 @@
 
 Each run is a real `nnictl create` of the config with tuner seed 0, 1, ... (classArgs.seed:
 TPE and Random take one), waited on through NNI's REST API until NNI says DONE, then stopped.
-Runs go one after another: side by side they would share the CPU and the time budget.
+Runs go one after another (side by side they would share the CPU and the time budget),
+seed 0 of every variant first, then seed 1, and so on.
 `--plain` also runs each config with the built-in tuner its InformedTuner wraps, which is
 NNI's own behaviour (stopped and failed trials never reach the tuner). Per experiment: trials,
 finished, stopped by the assessor, near-duplicate stopped trials (learning rate within x1.5
@@ -127,9 +128,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     rows = [{"variant": "", "seed": "", **summarize(experiments.load(e))} for e in args.experiments]
-    for path in args.configs:
-        for name, config in variants(path, args.plain):
-            for seed in range(args.runs):
+    runs = [v for path in args.configs for v in variants(path, args.plain)]
+    for seed in range(args.runs):  # seed by seed, so drift in the machine's speed hits every variant alike
+        for name, config in runs:
                 print(f"[bench tuner] {name}, seed {seed}: running (up to {config.get('maxExperimentDuration')})",
                       file=sys.stderr, flush=True)
                 workdir = args.out / re.sub(r"\W+", "_", name).strip("_") / f"seed{seed}"
