@@ -101,6 +101,13 @@ class Experiment:
     start_ms: int | None = None  # when the experiment started
 
     @property
+    def began_ms(self) -> int:
+        """When the experiment started: its own record, else its first trial's start (0 if none)."""
+        if self.start_ms is not None:
+            return self.start_ms
+        return min((t.start_ms for t in self.trials if t.start_ms is not None), default=0)
+
+    @property
     def optimize_mode(self) -> str:
         """`maximize` or `minimize`, from the tuner's (or assessor's) classArgs; NNI's default is maximize."""
         for key in ("tuner", "advisor", "assessor"):

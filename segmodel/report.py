@@ -266,7 +266,7 @@ def best_so_far(exp: Experiment, metric: str = "default") -> list[tuple[float, f
     """(minutes since the experiment started, best final `metric` so far, trial that set it),
     one point per finished trial, in the order they ended."""
     sign = -1 if exp.optimize_mode == "minimize" else 1
-    start = exp.start_ms or min((t.start_ms for t in exp.trials if t.start_ms), default=0)
+    start = exp.began_ms
     done = sorted((t for t in exp.trials if t.end_ms and isinstance(t.final.get(metric), (int, float))),
                   key=lambda t: t.end_ms)
     points, best = [], None
@@ -288,7 +288,7 @@ def plot_best_vs_time(exp: Experiment, path: Path, metric: str = "default") -> b
     if not points:
         print("no finished trial yet: no best-vs-time plot", file=sys.stderr)
         return False
-    start = exp.start_ms or min(t.start_ms for t in exp.trials if t.start_ms)
+    start = exp.began_ms
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     last = max((t.end_ms for t in exp.trials if t.end_ms), default=start)  # hold the best to the last trial's end

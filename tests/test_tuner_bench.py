@@ -1,7 +1,7 @@
 """The table logic of segmodel.bench.tuner on recorded trials (the real experiment is in
 tests/test_tuning_experiment.py; the full 20-minute runs are the README's measurement)."""
 from segmodel.experiments import Experiment, Trial
-from segmodel.bench.tuner import format_table, near_duplicates, summarize, variants
+from segmodel.bench.tuner import format_table, near_duplicates, plot_runs, summarize, variants
 
 from nni_helpers import ROOT
 
@@ -50,3 +50,22 @@ def test_plain_variant_is_the_wrapped_builtin_tuner():
     args = dict(informed["tuner"]["classArgs"])
     assert plain["tuner"] == {"name": args.pop("tuner"), "classArgs": args} and plain_name == "config (plain TPE)"
     assert plain["assessor"] == informed["assessor"] and plain["trialCommand"] == informed["trialCommand"]
+
+
+def test_plot_of_every_run(tmp_path):
+    """One step curve per run, drawn to where the run stopped (the failed trial at 4.5 min)."""
+    import matplotlib.pyplot as plt
+    exp = Experiment("abc", ROOT, {}, TRIALS, start_ms=0)
+    early = Experiment("def", ROOT, {}, TRIALS[:3], start_ms=0)
+    drawn = []
+    real_savefig = plt.Figure.savefig
+    plt.Figure.savefig = lambda fig, path, **kw: (drawn.append(fig), real_savefig(fig, path, **kw))[1]
+    try:
+        plot_runs([("new", exp), ("old", early)], tmp_path / "best.png")
+    finally:
+        plt.Figure.savefig = real_savefig
+    assert (tmp_path / "best.png").read_bytes()[:4] == b"\x89PNG"
+    lines = drawn[0].axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["new", "old"]
+    assert list(lines[0].get_xdata()) == [1.0, 4.2, 5.0, 5.0] and list(lines[0].get_ydata()) == [0.8, 0.85, 0.85, 0.85]
+    assert list(lines[1].get_xdata()) == [1.0, 2.0] and list(lines[1].get_ydata()) == [0.8, 0.8]

@@ -1,7 +1,7 @@
 """Does the tuner stop re-proposing what the assessor stopped? Repeated real experiments, one table.
 
-    python -m segmodel bench tuner config.yml --plain --runs 3 --out runs/tuner_bench
-    python -m segmodel bench tuner --experiments ID_OR_FOLDER ...   # only the table, for finished runs
+    python -m segmodel bench tuner configs/tuner_baseline.yml config.yml --runs 3 --out runs/tuner_bench
+    python -m segmodel bench tuner --experiments [VARIANT=]ID_OR_FOLDER ...   # only the table, for finished runs
 
 Each run is a real `nnictl create` of the config with tuner seed 0, 1, ... (classArgs.seed:
 TPE and Random take one), waited on through NNI's REST API until NNI says DONE, then stopped.
@@ -12,6 +12,7 @@ NNI's own behaviour (stopped and failed trials never reach the tuner). Per exper
 finished, stopped by the assessor, near-duplicate stopped trials (learning rate within x1.5
 and dropout within 0.02 of an earlier stopped trial; in brackets, those after the tuner's
 startup trials), best final `default` and the minute it was reached; then the median per variant.
+Writes table.md and best_vs_time.png (every run's best-so-far curve, one colour per variant) under --out.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import yaml  # installed with nni
 
 from .. import experiments
 from ..experiments import Experiment, Trial
+from ..files import write_text_atomic
 from ..report import best_so_far
 from .nni_runs import absolute_paths, run_experiment
 
@@ -87,6 +89,36 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def plot_runs(runs: list[tuple[str, Experiment]], path: Path) -> None:
+    """Best `default` so far against minutes, one step curve per run, one colour per variant:
+    the side-by-side view of the table's last two columns."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    colours = dict(zip(dict.fromkeys(name for name, _ in runs), ["#8C8C8C", "#C44E52", "#4C72B0", "#55A868"] * 4))
+    labelled = set()
+    for name, exp in runs:
+        points = best_so_far(exp)
+        if not points:
+            continue
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        end = max(xs[-1], (max(t.end_ms or 0 for t in exp.trials) - exp.began_ms) / 60000)  # to where the run stopped
+        ax.step([*xs, end], [*ys, ys[-1]], where="post", color=colours[name], lw=1.6, alpha=0.85,
+                label=None if name in labelled else name or "experiments")
+        labelled.add(name)
+    ax.set_xlabel("minutes since the experiment started")
+    ax.set_ylabel("best default so far")
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("best default so far, one line per run")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -119,26 +151,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("configs", nargs="*", type=Path, metavar="CONFIG", help="NNI config files to run")
     p.add_argument("--plain", action="store_true", help="also run each config with the plain built-in tuner")
     p.add_argument("--runs", type=int, default=3, help="experiments per variant, tuner seeds 0..N-1 (default 3)")
-    p.add_argument("--out", type=Path, default=Path("runs/tuner_bench"), help="experiments' working directory")
+    p.add_argument("--out", type=Path, default=Path("runs/tuner_bench"), 
+                   help="experiments' working directory, table.md and best_vs_time.png")
     p.add_argument("--stall", type=float, default=900,
                    help="give up after this many seconds without a trial event (default 900)")
     p.add_argument("--experiments", nargs="*", default=[], metavar="EXP",
-                   help="finished experiments (id or folder) to tabulate instead of running any")
+                   help="finished experiments (id or folder, VARIANT=... to name its variant) to tabulate")
 
 
 def main(args: argparse.Namespace) -> int:
-    rows = [{"variant": "", "seed": "", **summarize(experiments.load(e))} for e in args.experiments]
-    runs = [v for path in args.configs for v in variants(path, args.plain)]
-    for seed in range(args.runs):  # seed by seed, so drift in the machine's speed hits every variant alike
-        for name, config in runs:
-                print(f"[bench tuner] {name}, seed {seed}: running (up to {config.get('maxExperimentDuration')})",
-                      file=sys.stderr, flush=True)
-                workdir = args.out / re.sub(r"\W+", "_", name).strip("_") / f"seed{seed}"
-                exp = run_experiment(with_seed(config, seed), workdir, stall=args.stall)
-                rows.append({"variant": name, "seed": seed, **summarize(exp)})
-                print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
-    if not rows:
+    runs = []  # (variant, seed, experiment)
+    for given in args.experiments:
+        name, _, exp = given.rpartition("=")
+        exp = experiments.load(exp)
+        runs.append((name, ((exp.config.get("tuner") or {}).get("classArgs") or {}).get("seed", ""), exp))
+    todo = [v for path in args.configs for v in variants(path, args.plain)]
+    for seed in range(args.runs if todo else 0):  # seed by seed, so drift in the machine's speed hits every variant alike
+        for name, config in todo:
+            print(f"[bench tuner] {name}, seed {seed}: running (up to {config.get('maxExperimentDuration')})",
+                  file=sys.stderr, flush=True)
+            workdir = args.out / re.sub(r"\W+", "_", name).strip("_") / f"seed{seed}"
+            runs.append((name, seed, run_experiment(with_seed(config, seed), workdir, stall=args.stall)))
+            print(format_table([_row(*runs[-1])]).splitlines()[-1], file=sys.stderr, flush=True)
+    if not runs:
         print("error: give CONFIG files to run or --experiments to tabulate", file=sys.stderr)
         return 2
-    print(format_table(rows))
+    table = format_table([_row(*r) for r in runs])
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out / "table.md", table + "\n")
+    plot_runs([(name, exp) for name, _, exp in runs], args.out / "best_vs_time.png")
+    print(f"{table}\n\nwritten: {args.out / 'table.md'}, {args.out / 'best_vs_time.png'}")
     return 0
+
+
+def _row(variant: str, seed, exp: Experiment) -> dict:
+    return {"variant": variant, "seed": seed, **summarize(exp)}
