@@ -151,7 +151,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("configs", nargs="*", type=Path, metavar="CONFIG", help="NNI config files to run")
     p.add_argument("--plain", action="store_true", help="also run each config with the plain built-in tuner")
     p.add_argument("--runs", type=int, default=3, help="experiments per variant, tuner seeds 0..N-1 (default 3)")
-    p.add_argument("--out", type=Path, default=Path("runs/tuner_bench"), 
+    p.add_argument("--out", type=Path, default=Path("runs/tuner_bench"),
                    help="experiments' working directory, table.md and best_vs_time.png")
     p.add_argument("--stall", type=float, default=900,
                    help="give up after this many seconds without a trial event (default 900)")
