@@ -277,6 +277,17 @@ def best_so_far(exp: Experiment, metric: str = "default") -> list[tuple[float, f
     return points
 
 
+def best_curve(exp: Experiment, metric: str = "default") -> tuple[list[float], list[float]]:
+    """`best_so_far` as the points of a step curve (minutes, best), held to the last trial's
+    end: where the run stopped, not where its best was set. Empty before a trial finished."""
+    points = best_so_far(exp, metric)
+    if not points:
+        return [], []
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    last = max((t.end_ms for t in exp.trials if t.end_ms), default=exp.began_ms)
+    return xs + [max(xs[-1], (last - exp.began_ms) / 60000)], ys + ys[-1:]
+
+
 def plot_best_vs_time(exp: Experiment, path: Path, metric: str = "default") -> bool:
     """Best final `metric` so far against minutes since the start (the curve that says
     whether more time would pay), each trial's final result and the stopped trials' told values."""
@@ -284,16 +295,13 @@ def plot_best_vs_time(exp: Experiment, path: Path, metric: str = "default") -> b
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = best_so_far(exp, metric)
-    if not points:
+    xs, ys = best_curve(exp, metric)
+    if not xs:
         print("no finished trial yet: no best-vs-time plot", file=sys.stderr)
         return False
     start = exp.began_ms
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    last = max((t.end_ms for t in exp.trials if t.end_ms), default=start)  # hold the best to the last trial's end
-    ax.step(xs + [max(xs[-1], (last - start) / 60000)], ys + ys[-1:], where="post", color="#C44E52", lw=2,
-            label=f"best {metric} so far")
+    ax.step(xs, ys, where="post", color="#C44E52", lw=2, label=f"best {metric} so far")
     finals = [((t.end_ms - start) / 60000, t.final[metric]) for t in exp.trials
               if t.end_ms and isinstance(t.final.get(metric), (int, float))]
     ax.scatter(*zip(*finals), s=28, color="#4C72B0", label="finished trial", zorder=3)
@@ -307,7 +315,7 @@ def plot_best_vs_time(exp: Experiment, path: Path, metric: str = "default") -> b
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(f"experiment {exp.id}: best {metric} {points[-1][1]:.4f} at {xs[ys.index(points[-1][1])]:.1f} min")
+    ax.set_title(f"experiment {exp.id}: best {metric} {ys[-1]:.4f} at {xs[ys.index(ys[-1])]:.1f} min")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

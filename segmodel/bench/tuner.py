@@ -28,7 +28,7 @@ import yaml  # installed with nni
 from .. import experiments
 from ..experiments import Experiment, Trial
 from ..files import write_text_atomic
-from ..report import best_so_far
+from ..report import best_curve, best_so_far
 from .nni_runs import absolute_paths, run_experiment
 
 LR_RATIO, DROPOUT_DELTA = 1.5, 0.02
@@ -100,12 +100,10 @@ def plot_runs(runs: list[tuple[str, Experiment]], path: Path) -> None:
     colours = dict(zip(dict.fromkeys(name for name, _ in runs), ["#8C8C8C", "#C44E52", "#4C72B0", "#55A868"] * 4))
     labelled = set()
     for name, exp in runs:
-        points = best_so_far(exp)
-        if not points:
+        xs, ys = best_curve(exp)
+        if not xs:
             continue
-        xs, ys = [p[0] for p in points], [p[1] for p in points]
-        end = max(xs[-1], (max(t.end_ms or 0 for t in exp.trials) - exp.began_ms) / 60000)  # to where the run stopped
-        ax.step([*xs, end], [*ys, ys[-1]], where="post", color=colours[name], lw=1.6, alpha=0.85,
+        ax.step(xs, ys, where="post", color=colours[name], lw=1.6, alpha=0.85,
                 label=None if name in labelled else name or "experiments")
         labelled.add(name)
     ax.set_xlabel("minutes since the experiment started")
