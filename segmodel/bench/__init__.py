@@ -30,6 +30,8 @@ BENCHES = {
     "trials-per-hour": ("trials_per_hour", "experiment throughput at several trialConcurrency values, real NNI"),
     "tuner": ("tuner", "repeated real experiments: does the tuner re-propose what the assessor stopped? "
                        "(README: The experiment)"),
+    "tuner-db": ("tuner_db", "what the tuner adapter's trial_end costs as the experiment grows: full re-read "
+                             "vs incremental, at 100..500 trials (docs/tuning.md)"),
     "channels": ("channels", "dense vs channel-pruned 25/50/75% vs weight-pruned 80%: IoU, params, FLOPs, "
                              "file sizes, Keras/TFLite img/s (README: Compression)"),
 }
