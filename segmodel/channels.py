@@ -36,7 +36,7 @@ import numpy as np
 
 from .errors import ParamError
 from .params import CRITERIA
-from .pruning import layer_targets
+from .pruning import entry_report, layer_choices
 
 # Layers that make new channels from all input channels; (input axis, output axis) of the kernel.
 PRODUCERS = {"Conv1D": (-2, -1), "Conv2D": (-2, -1), "Conv3D": (-2, -1), "Dense": (-2, -1),
@@ -67,6 +67,9 @@ class ChannelPlan:
     criterion: str
     channels: dict[str, int] = field(default_factory=dict)  # producer -> channels before pruning
     targets: tuple = ()                                      # the producers config_list selects
+    config_list: list = field(default_factory=list)
+    choices: dict = field(default_factory=dict)              # layer -> pruning.Choice
+    short: dict = field(default_factory=dict)                # producer -> why it kept more than asked
 
     @property
     def removed(self) -> dict[str, int]:
@@ -76,6 +79,17 @@ class ChannelPlan:
         """Measured: the fraction of the selected layers' output channels that were removed."""
         total = sum(self.channels[n] for n in self.targets)
         return {"channel_sparsity": sum(self.removed[n] for n in self.targets) / total if total else 0.0}
+
+    def achieved(self) -> list[dict]:
+        """Per config_list entry {asked, achieved}: the fraction of its layers' output
+        channels removed. Says on stderr (one line) where the dependency graph kept more
+        than an entry asked (ties, channels that reach an output)."""
+        def measure(names):
+            names = [n for n in names if n in self.channels]
+            short = "; ".join(self.short[n] for n in names if n in self.short)
+            return sum(self.removed[n] for n in names), sum(self.channels[n] for n in names), short
+
+        return entry_report(self.config_list, self.choices, measure, "channels")
 
 
 # ---- the graph --------------------------------------------------------------------------
@@ -248,13 +262,15 @@ def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1") -> 
     sparsity = fraction of a layer's output channels removed, int(C * s), at least one kept."""
     if criterion not in CRITERIA:
         raise ParamError(f"channel_criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
-    targets = layer_targets(model, config_list) if config_list else {}
+    choices = layer_choices(model, config_list) if config_list else {}
+    targets = {n: c.sparsity for n, c in choices.items() if c.sparsity is not None}
     maps, ties, pinned, consumes, blockers, producers = _trace(model)
     groups: dict[str, list[str]] = {}
     for name in producers:
         groups.setdefault(ties.find(name), []).append(name)
 
     keep: dict[str, np.ndarray] = {}
+    short: dict[str, str] = {}
     for members in groups.values():
         channels = producers[members[0]]
         if any(producers[m] != channels for m in members):
@@ -270,6 +286,12 @@ def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1") -> 
             kept[candidates[:n_remove]] = False
         for m in members:
             keep[m] = np.flatnonzero(kept)
+            asked = int(channels * targets.get(m, 0.0))
+            if channels - len(keep[m]) < asked:
+                why = (f"tied by Add/Multiply to {', '.join(x for x in members if x != m)}, pruned at "
+                       f"{sparsity:.2f}" if sparsity < targets[m] else "the others are pinned: they reach a model "
+                       "output or a softmax, or are tied to channels nothing removes")
+                short[m] = f"{m} removed {channels - len(keep[m])} of {channels} channels, not {asked}: {why}"
 
     keep_sets = {p: set(k.tolist()) for p, k in keep.items()}
 
@@ -285,7 +307,8 @@ def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1") -> 
     inputs = {name: np.array([i for i, e in enumerate(entries) if alive(e)], int)
               for name, entries in consumes.items()}
     return ChannelPlan(keep=keep, inputs=inputs, criterion=criterion, channels=dict(producers),
-                       targets=tuple(n for n in producers if targets.get(n)))
+                       targets=tuple(n for n in producers if targets.get(n)), config_list=list(config_list or []),
+                       choices=choices, short=short)
 
 
 # ---- speedup ------------------------------------------------------------------------------

@@ -76,6 +76,12 @@ class Trial:
         return dict(self.final)
 
     @property
+    def diverged(self) -> str:
+        """Why the trial's training diverged ("" if it did not); such a trial saved no model."""
+        m = self.metrics
+        return (m.get("diverged_reason") or "its loss or weights became NaN") if m.get("diverged") else ""
+
+    @property
     def duration_s(self) -> float | None:
         if self.start_ms is None:
             return None

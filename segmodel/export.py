@@ -56,6 +56,8 @@ def main(args: argparse.Namespace) -> int:
     if bad:
         raise ExportError(f"unknown format {', '.join(bad)}; choose from {', '.join(FORMATS)}")
     trial, exp = experiments.select_trial(args.experiment, args.trial, args.metric)
+    if trial.diverged:
+        raise ExportError(f"trial {trial.id} diverged ({trial.diverged}) and saved no model: nothing to export")
     result = export_trial(trial, Path(args.out), formats, args.calibration_samples,
                           experiment_id=exp.id if exp else None)
     print(format_table(result))

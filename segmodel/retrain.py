@@ -53,6 +53,9 @@ def main(args: argparse.Namespace) -> int:
     from . import experiments, nni_bridge
 
     trial, _ = experiments.select_trial(args.experiment, args.trial, args.metric)
+    if trial.diverged and not args.flags:
+        raise ParamError(f"trial {trial.id} diverged ({trial.diverged}): its parameters would diverge again; "
+                         'change them with --flags (e.g. --flags "--learning_rate 1e-4")')
     params = retrain_params(json.loads(trial.file("params.json").read_text()), args.epochs,
                             args.finetune_epochs, args.out, shlex.split(args.flags))
     before = trial.metrics

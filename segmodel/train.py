@@ -26,8 +26,8 @@ from . import channels, runtime
 from . import data as datasets
 from .artifacts import tensorboard_callbacks, write_trial_artifacts
 from .callbacks import DivergenceGuard, EpochReporter, History
-from .distill import Distiller
-from .errors import ParamError, TrainingDiverged
+from .distill import Distiller, check_teacher
+from .errors import TrainingDiverged
 from .files import gzip_size, save_model_atomic, write_json_atomic
 from .flops import count_flops
 from .losses import task_loss
@@ -45,8 +45,8 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
 
     precision = runtime.configure(params)
     config_list = params.config_list  # fail on a bad config or teacher before loading anything
-    if params.kd and params.teacher and not Path(params.teacher).is_file():
-        raise ParamError(f"teacher: no such file {params.teacher!r}")
+    if params.kd and params.teacher:  # its input and classes, from the file's config, before any training
+        check_teacher(params.teacher, params.patch_size, 3, len(params.class_weights))
     splits = datasets.load(params)
     model = multi_unet_model(params.dropout_rate, splits.n_classes, params.patch_size, params.patch_size, 3)
     history = History(log_dir=out)
@@ -87,6 +87,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
         metrics = {"default": 0.0, "diverged": 1, "diverged_reason": str(e),
                    "duration_s": round(time.time() - started, 1)}
         history.write_csv(out / "history.csv")
+        write_json_atomic(out / "params.json", params.to_dict())  # what diverged: retrain can say so
         write_json_atomic(out / "metrics.json", metrics)
         reporter.final(_numeric(metrics))
         return metrics
@@ -115,6 +116,8 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
         "diverged": 0,
         "duration_s": round(time.time() - started, 1),
     }
+    if pruner or thin_plan:  # per config_list entry, asked vs measured (a line on stderr where less)
+        metrics["config_sparsity"] = (thin_plan or pruner).achieved()
     if params.kd:
         metrics.update(kd_temperature=params.kd_temperature, kd_alpha=params.kd_alpha,
                        kd_teacher=params.teacher or "dense")

@@ -264,7 +264,8 @@ def test_a_succeeded_trial_is_told_its_final_result_whatever_the_order(nni_run, 
     assert tpe_results(tuner) == [-0.83]        # told once, its final (TPE minimizes -value)
     assert pid not in tuner.base._running_params      # and its trial_end passed on
     told = experiments.read_told(record.folder)
-    assert told[trial]["source"] == "final" and len((record.folder / experiments.TOLD_LOG).read_text().splitlines()) == 1
+    assert told[trial]["source"] == "final"
+    assert len((record.folder / experiments.TOLD_LOG).read_text().splitlines()) == 1
     assert not dispatcher.worker_exceptions
 
 
@@ -278,7 +279,7 @@ def test_a_succeeded_trial_that_sends_no_final_is_told_nothing(nni_run):
     dispatcher.process_command(*record.end(stopped, "USER_CANCELED"))
     # Another trial ended and the database still has no final: the first is ended untold.
     assert pid not in tuner.told and pid not in tuner.base._running_params
-    assert tuner.told[stopped_pid]["source"] == "last_intermediate" and tuner.told[stopped_pid]["status"] == "EARLY_STOPPED"
+    assert (tuner.told[stopped_pid]["source"], tuner.told[stopped_pid]["status"]) == ("last_intermediate", "EARLY_STOPPED")
     assert tpe_results(tuner) == [-0.41]
     # A final that comes after all (the manager drops them after a trial's end) breaks nothing:
     # plain TPE would raise KeyError here and stop NNI's dispatcher.

@@ -40,7 +40,8 @@ class ManagerRecord:
         self.folder = Path(folder)
         for sub in ("db", "log", "checkpoint"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.folder / "db" / "nni.sqlite", isolation_level=None)  # autocommit, as node-sqlite3
+        # autocommit: each row is there once written, as with the manager's node-sqlite3
+        self.db = sqlite3.connect(self.folder / "db" / "nni.sqlite", isolation_level=None)
         self.db.executescript(SCHEMA)
         self.db.execute("insert into ExperimentProfile values (?,?,?,?,?,?,?,?)",
                         (json.dumps({"trialConcurrency": 1, "tuner": {"className": "segmodel.tuning.InformedTuner"}}),
