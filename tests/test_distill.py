@@ -255,6 +255,8 @@ def test_trial_kd_reports_distillation(kd_trial):
     assert metrics["kd"] == 1 and metrics["kd_temperature"] == 3.0 and metrics["kd_alpha"] == 0.5
     assert metrics["kd_teacher"] == "dense" and metrics["diverged"] == 0
     assert metrics["sparsity"] == pytest.approx(0.8, abs=0.01)
+    (entry,) = metrics["config_sparsity"]          # --sparsity 0.8: one entry, reached exactly
+    assert entry == {"asked": 0.8, "achieved": metrics["sparsity"]}
     header, *rows = (kd_trial / "history.csv").read_text().splitlines()
     assert [r.split(",")[1] for r in rows] == ["dense", "finetune"]
     assert "val_kd_loss" in header.split(",")
