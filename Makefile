@@ -1,10 +1,13 @@
 # The two commands: `make experiment` (set up + start NNI) and `make test` (set up + run tests).
 # `make experiment CONFIG=configs/remote.yml` starts another of the configs.
+# The web UI / REST API listens on 127.0.0.1 only; `make experiment BIND=all` (or
+# BIND=<address>, or SEGMODEL_BIND in the environment) opens it: docs/security.md.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 CONFIG ?= config.yml
+BIND ?= $(SEGMODEL_BIND)
 
 .PHONY: setup experiment stop test bench clean
 
@@ -12,7 +15,7 @@ $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml setup.py segmodel/loopback_hook.py | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
@@ -20,8 +23,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 
 experiment: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nnictl create --config $(CONFIG) --port $(PORT)
-	@echo "Web UI: http://127.0.0.1:$(PORT)   (stop with: make stop)"
+	PATH="$(CURDIR)/$(BIN):$$PATH" SEGMODEL_BIND="$(BIND)" $(BIN)/nnictl create --config $(CONFIG) --port $(PORT)
+	@$(BIN)/python -m segmodel.listening $(PORT) $(CONFIG)
+	@echo "Stop it with: make stop"
 
 stop:
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nnictl stop --port $(PORT)
