@@ -23,6 +23,7 @@ $(VENV)/.installed: pyproject.toml setup.py segmodel/loopback_hook.py | $(BIN)/p
 setup: $(VENV)/.installed
 
 experiment: setup
+	@SEGMODEL_BIND="$(BIND)" $(BIN)/python -m segmodel.loopback_hook
 	PATH="$(CURDIR)/$(BIN):$$PATH" SEGMODEL_BIND="$(BIND)" $(BIN)/nnictl create --config $(CONFIG) --port $(PORT)
 	@$(BIN)/python -m segmodel.listening $(PORT) $(CONFIG)
 	@echo "Stop it with: make stop"

@@ -11,6 +11,8 @@ cheap: it imports nothing but os and sys (not segmodel, whose __init__ sets envi
 variables, nor nni) and only adds an import hook. The hook fires when `nni_node` is
 imported - NNI's launchers do that right before they spawn the manager - and appends
 `--require ".../segmodel/loopback.js"` to NODE_OPTIONS (a user's own options stay).
+An unusable SEGMODEL_BIND stops the launcher there with one line, exit 2 (also
+`python -m segmodel.loopback_hook`, which `make experiment` runs first).
 """
 import os
 import sys
@@ -27,6 +29,28 @@ def node_options(current: str, preload: str) -> str:
     return f"{current} --require {quoted}".strip()
 
 
+def bind_error(value: str) -> str | None:
+    """Why SEGMODEL_BIND=value is unusable, or None. loopback.js applies the same rule."""
+    import ipaddress
+    import json
+    text = value.strip()
+    if text.lower() in ("", "all") or text == "localhost":
+        return None
+    try:
+        ipaddress.ip_address(text)
+        return None
+    except ValueError:
+        return (f'SEGMODEL_BIND={json.dumps(value)}: expected "all" or an IP address '
+                "(e.g. 127.0.0.1, or the nniManagerIp that trials connect to)")
+
+
+def check_bind() -> None:
+    problem = bind_error(os.environ.get("SEGMODEL_BIND", ""))
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def preload_path() -> str | None:
     """segmodel/loopback.js of the segmodel this interpreter imports, without importing it."""
     from importlib.util import find_spec
@@ -40,6 +64,7 @@ def preload_path() -> str | None:
 
 def arm() -> None:
     """Put the preload in this process's NODE_OPTIONS (inherited by the manager)."""
+    check_bind()
     preload = preload_path()
     if preload:
         os.environ["NODE_OPTIONS"] = node_options(os.environ.get("NODE_OPTIONS", ""), preload)
@@ -61,3 +86,7 @@ def install() -> None:
         arm()
     elif not any(getattr(f, "segmodel_loopback", False) for f in sys.meta_path):
         sys.meta_path.insert(0, _Hook())
+
+
+if __name__ == "__main__":
+    check_bind()

@@ -42,7 +42,7 @@ if (how === 'port') server.listen(port);
 else if (how === 'wildcard') server.listen(port, '0.0.0.0');
 else if (how === 'options') server.listen({ port });
 else if (how === 'host') server.listen(port, '127.0.0.1');
-else if (how === 'callback') server.listen(() => {});
+else if (how === 'callback') server.listen(() => {});  // LISTEN=none: no server at all
 server.on('listening', async () => {
     const { address, port } = server.address();
     const probes = {};
@@ -134,6 +134,18 @@ def test_preload_bad_value_is_one_line_exit_2(tmp_path):
     assert out.stderr.strip().splitlines() == [
         'error: SEGMODEL_BIND="everywhere": expected "all" or an IP address '
         '(e.g. 127.0.0.1, or the nniManagerIp that trials connect to)']
+
+
+@pytest.mark.parametrize("value", ["", " all ", "ALL", "localhost", "127.0.0.2", "::1", "0.0.0.0", "fe80::1%eth0",
+                                   "everywhere", "127.0.0.256", "host.example", "0.0.0.0:8080"])
+def test_python_and_node_agree_on_bind_values(tmp_path, value):
+    """The hook (nnictl's side) and the preload (the manager's) accept the same values,
+    and both refuse a bad one with the same line and exit 2."""
+    python = subprocess.run([sys.executable, "-m", "segmodel.loopback_hook"], env=clean_env(SEGMODEL_BIND=value),
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    node = run_node(fake_manager(tmp_path), {"SEGMODEL_BIND": value, "LISTEN": "none"})  # judge, don't listen
+    assert (python.returncode, python.stderr) == (node.returncode, node.stderr if node.returncode else "")
+    assert python.returncode == (2 if loopback_hook.bind_error(value) else 0)
 
 
 def test_preload_warns_when_remote_trials_cannot_connect(tmp_path):
