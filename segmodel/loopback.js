@@ -131,5 +131,3 @@ function main() {
 }
 
 main();
-
-module.exports = { bindAddress, rebind, isNNIManager };
