@@ -36,8 +36,8 @@ def finish(proc, timeout=300):
 
 
 def printed_metrics(stdout: str) -> dict:
-    """trial.py prints Keras' epoch lines, then the final metrics as indented JSON."""
-    return json.loads(stdout[stdout.index("\n{\n") if not stdout.startswith("{") else 0:])
+    """trial.py's stdout is the final metrics alone, one JSON object (progress: stderr)."""
+    return json.loads(stdout)
 
 
 # ---- divergence ---------------------------------------------------------------------
