@@ -9,7 +9,7 @@ CONFIG ?= config.yml
 LOCK ?= requirements.lock
 CONSTRAINTS := $(if $(LOCK),-c $(LOCK))
 
-.PHONY: setup experiment stop test bench lock clean
+.PHONY: setup experiment stop test test-no-bf16 bench lock clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
@@ -31,6 +31,9 @@ stop:
 
 test: setup
 	$(BIN)/python -m pytest -q --durations=10 tests
+
+test-no-bf16: setup   # the same suite as on a CPU without bf16 (precision auto = float32)
+	scripts/without-bf16 $(BIN)/python -m pytest -q --durations=10 tests
 
 bench: setup
 	$(BIN)/python -m segmodel bench
