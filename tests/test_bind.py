@@ -235,6 +235,23 @@ def test_listening_reads_the_real_socket(tmp_path):
     assert listening.listening(port) == []
 
 
+@pytest.mark.parametrize("config, warns", [("config.yml", False), ("configs/remote.yml", True),
+                                           ("configs/kubeflow.yml", True)])
+def test_make_experiment_line_warns_for_trials_elsewhere(capsys, config, warns):
+    """`make experiment`'s last step, against a real loopback socket: remote and Kubernetes
+    configs get a warning that their trials cannot report back."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert listening.main([str(port), str(ROOT / config)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"Web UI: http://127.0.0.1:{port}  (listening on 127.0.0.1:{port} only")
+    assert ("cannot reach 127.0.0.1" in err) == warns, err
+    assert listening.main([str(port)]) == 1  # nothing listens any more
+
+
 # ---------------------------------------------------------------------------------
 # pip install + nnictl create from that venv, as a user does
 # ---------------------------------------------------------------------------------
