@@ -45,9 +45,9 @@ def test_export_of_a_diverged_trial_is_one_line(diverged, tmp_path, capsys):
 def test_retrain_of_a_diverged_trial_asks_for_other_parameters(diverged, tmp_path, capsys):
     assert main(["retrain", str(diverged), "--out", str(tmp_path / "again")]) == 2
     error = last_error(capsys)
-    assert f"trial {diverged.name} diverged" in error and '--flags "--learning_rate 1e-4"' in error
+    assert f"trial {diverged.name} diverged" in error and "after -- (e.g. -- --learning-rate 1e-4)" in error
     assert not (tmp_path / "again").exists()
     # With other parameters it is a trial like any other (here: a bad one, refused before training).
-    assert main(["retrain", str(diverged), "--out", str(tmp_path / "again"), "--flags", "--learning_rate -1"]) == 2
+    assert main(["retrain", str(diverged), "--out", str(tmp_path / "again"), "--", "--learning-rate", "-1"]) == 2
     error = last_error(capsys)
     assert "learning_rate" in error and "diverged" not in error
