@@ -30,7 +30,7 @@ test: setup
 	$(BIN)/python -m pytest -q --durations=10 tests
 
 bench: setup
-	$(BIN)/python -m segmodel bench
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) out runs .pytest_cache

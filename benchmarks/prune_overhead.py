@@ -1,6 +1,6 @@
 """Training-step cost of holding pruning masks: dense vs constraint (ours) vs callback.
 
-    python -m segmodel bench prune-overhead --patch_size 64 --batch_size 8 --steps 20 --rounds 4
+    python -m benchmarks prune-overhead --patch_size 64 --batch_size 8 --steps 20 --rounds 4
 
 Three U-Nets in this process, timed in interleaved rounds on the same random batches:
 dense, masks held by each kernel's constraint (what segmodel ships), and masks
@@ -14,12 +14,13 @@ import json
 import keras
 import numpy as np
 
-from .. import runtime
-from ..losses import task_loss
-from ..metrics import training_metrics
-from ..model import multi_unet_model
-from ..params import Params
-from ..pruning import Pruner, magnitude_mask, prunable_weights, weighted_layers
+from segmodel import runtime
+from segmodel.losses import task_loss
+from segmodel.metrics import training_metrics
+from segmodel.model import multi_unet_model
+from segmodel.params import Params
+from segmodel.pruning import Pruner, magnitude_mask, prunable_weights, weighted_layers
+
 from .timing import timed_rounds
 
 METHODS = ("dense", "constraint", "callback")
