@@ -9,13 +9,15 @@ import argparse
 import importlib
 import sys
 
+from .cli import FLAG_STYLE, normalize_flags
 from .errors import SegmodelError
 
 COMMAND_MODULES = ("segmodel.data.cli", "segmodel.report", "segmodel.export", "segmodel.retrain", "segmodel.predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m segmodel", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m segmodel", description=__doc__.splitlines()[0],
+                                     epilog=FLAG_STYLE.replace("`", ""))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = sub.add_parser("train", help="run one trial outside NNI (same flags as trial.py)", add_help=False)
     train.set_defaults(func=None)
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["train"]:  # imported here: the trial parses its own flags (TensorFlow loads only after)
         from .cli_trial import main as trial_main
         return trial_main(argv[1:], prog="python -m segmodel train")
+    argv = normalize_flags(argv)
     try:
         args = build_parser().parse_args(argv)
         return args.func(args) or 0
