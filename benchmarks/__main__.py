@@ -15,6 +15,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from segmodel.cli import normalize_flags
 from segmodel.errors import SegmodelError
 
 from . import BENCHES, DEFAULT
@@ -56,8 +57,8 @@ def build_parser(name: str) -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     if argv[:1] in (["-h"], ["--help"]):
-        import benchmarks
-        print(f"usage: {PROG} [NAME] [options]   (no NAME: {DEFAULT})\n\n{benchmarks.__doc__.partition(chr(10) * 2)[2]}\n"
+        about = sys.modules[__package__].__doc__.partition("\n\n")[2]
+        print(f"usage: {PROG} [NAME] [options]   (no NAME: {DEFAULT})\n\n{about}\n"
               f"benchmarks ({PROG} NAME --help for each):\n{listing()}")
         return 0
     if argv and not argv[0].startswith("-") and argv[0] not in BENCHES:
@@ -66,16 +67,13 @@ def main(argv: list[str]) -> int:
               + f"; known: {', '.join(BENCHES)}", file=sys.stderr)
         return 2
     name, rest = (argv[0], argv[1:]) if argv and argv[0] in BENCHES else (DEFAULT, argv)
-    args = build_parser(name).parse_args(rest)
+    args = build_parser(name).parse_args(normalize_flags(rest))  # --a_b is --a-b, as in segmodel's commands
     args.command_line = " ".join([PROG, *map(shlex.quote, argv)])  # for a table's footer
     try:
         return args.func(args) or 0
-    except SegmodelError as e:
+    except SegmodelError as e:  # a failed trial, a bad flag: one line (Ctrl-C: Python's own exit)
         print(f"error: {e}", file=sys.stderr, flush=True)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The one grid runner: these trial variants x these seeds -> a table paired by seed.
 
-Every cell is one real trial, `python -m segmodel train FLAGS --seed N --output_dir
+Every cell is one real trial, `python -m segmodel train FLAGS --seed N --output-dir
 OUT/s<N>-<variant>`, exactly what a user's trial with those flags gives: no private path.
 A seed fixes the split, the initial weights and the data order, so a variant's score
 minus its reference variant's score of the same seed is paired; the table gives the
@@ -18,6 +18,7 @@ import argparse
 import fnmatch
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -29,7 +30,7 @@ import yaml  # installed with nni
 
 from segmodel.errors import ParamError, SegmodelError
 from segmodel.files import write_json_atomic, write_text_atomic
-from segmodel.params import parse_flags
+from segmodel.params import parse_flags, resolve
 from segmodel.runtime import available_cores
 
 from . import table
@@ -47,14 +48,14 @@ def add_arguments(p: argparse.ArgumentParser, preset: Preset) -> None:
                    help="variants to run (shell patterns; default: %s); their references always run"
                         % (" ".join(preset.default) or "all"))
     p.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
-                   help="one more variant for this run, e.g. --variant 'lr1e-3=--learning_rate 1e-3'")
+                   help="one more variant for this run, e.g. --variant 'lr1e-3=--learning-rate 1e-3'")
     p.add_argument("--reference", default="", help="pair every variant with this one instead")
     p.add_argument("--jobs", type=int, default=preset.jobs, help="trials at once, threads split between them")
     p.add_argument("--out", type=Path, default=None, help="folder for the trials, rows.json, table.md "
                                                           "(default: runs/NAME)")
     p.add_argument("--config", default=preset.config, help="take the trial flags of this NNI config's "
                                                            f"trialCommand first (default: {preset.config or 'none'})")
-    p.add_argument("--print-only", "--print_only", dest="print_only", action="store_true",
+    p.add_argument("--print-only", action="store_true",
                    help="only tabulate the cells already finished")
     p.add_argument("trial_flags", nargs=argparse.REMAINDER, help="after --: more flags for every trial")
 
@@ -66,7 +67,8 @@ def epilog(preset: Preset) -> str:
              for n in preset.variants]
     return (f"trial flags: {preset.trial_flags or '(none)'}"
             + (f", after {preset.config}'s trialCommand flags" if preset.config else "")
-            + f"\nvariants (paired with {preset.reference} unless noted):\n" + "\n".join(lines))
+            + f"\nvariants (paired with {preset.reference or 'the first --variant'} unless noted):\n"
+            + "\n".join(lines))
 
 
 def select(preset: Preset, only, added, reference: str = "") -> dict[str, tuple[list[str], str]]:
@@ -76,8 +78,8 @@ def select(preset: Preset, only, added, reference: str = "") -> dict[str, tuple[
     new = []
     for text in added:
         name, sep, flags = text.partition("=")
-        if not sep or not name:
-            raise ParamError(f"--variant {text!r}: expected NAME=FLAGS")
+        if not sep or not re.fullmatch(r"[\w.:+-]+", name):
+            raise ParamError(f"--variant {text!r}: expected NAME=FLAGS, NAME of letters, digits and ._:+-")
         known[name] = (shlex.split(flags), default_ref)
         new.append(name)
     missing = [pat for pat in only if not any(fnmatch.fnmatchcase(n, pat) for n in known)]
@@ -119,12 +121,23 @@ def folder(out: Path, seed: int, variant: str) -> Path:
     return out / f"s{seed}-{variant}"
 
 
+def changed(path: Path, flags: list[str]) -> list[str]:
+    """Parameters of a finished cell that its flags now set otherwise (another budget,
+    another --jobs and so thread count): reusing it would pair unlike trials."""
+    saved = json.loads((path / "params.json").read_text()) if (path / "params.json").is_file() else {}
+    now = resolve(parse_flags([*flags, "--output-dir", str(path)])).to_dict()
+    return sorted(k for k in now if k in saved and saved[k] != now[k])
+
+
 def run_cell(out: Path, seed: int, variant: str, flags: list[str]) -> dict:
     """One trial into OUT/s<seed>-<variant> (its log beside it); its metrics.json."""
     path = folder(out, seed, variant)
     metrics = path / "metrics.json"
+    if metrics.is_file() and changed(path, flags):
+        print(f"[grid] warning: {path.name} finished with other {', '.join(changed(path, flags))}; reused "
+              f"(delete it to rerun)", file=sys.stderr, flush=True)
     if not metrics.is_file():
-        cmd = [sys.executable, "-m", "segmodel", "train", *flags, "--output_dir", str(path)]
+        cmd = [sys.executable, "-m", "segmodel", "train", *flags, "--output-dir", str(path)]
         print(f"[grid] {path.name}: segmodel train {shlex.join(flags)}", file=sys.stderr, flush=True)
         started = time.time()
         out.mkdir(parents=True, exist_ok=True)

@@ -104,10 +104,10 @@ def main(args) -> int:
                   f"{'yes' if r['cached'] else 'no (streams)'} | {batch} | {r['peak_mb']} | {r['baseline_mb']} |",
                   flush=True)
         if args.trial:
-            _, peak = run_measured([sys.executable, "-m", "segmodel", "train", "--data_dir", str(root), "--output_dir",
-                                    str(work / f"trial-x{scale}"), "--patch_size", str(args.patch_size),
-                                    "--batch_size", str(args.batch_sizes[0]), "--epochs", "1",
-                                    "--finetune_epochs", "0", "--sparsity", "0"], env)
+            _, peak = run_measured([sys.executable, "-m", "segmodel", "train", "--data-dir", str(root), "--output-dir",
+                                    str(work / f"trial-x{scale}"), "--patch-size", str(args.patch_size),
+                                    "--batch-size", str(args.batch_sizes[0]), "--epochs", "1",
+                                    "--finetune-epochs", "0", "--sparsity", "0"], env)
             trial_rows.append(f"| {scale}x built-in | {n_images} | {args.batch_sizes[0]} | {round(peak)} |")
     if trial_rows:
         print("\n| trial (1 epoch) | images | batch | peak RSS (MB) |\n|---|---|---|---|")

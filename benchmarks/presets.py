@@ -37,9 +37,9 @@ SPARSITIES = (0.5, 0.8, 0.9)
 # method -> flags; "recipe" is what a trial does by default
 METHODS = {
     "recipe": "",                                               # oneshot, global ranking, cosine fine-tuning
-    "seed": "--allocation uniform --finetune_lr constant",      # uniform per layer, constant lr (the seed's)
+    "seed": "--allocation uniform --finetune-lr constant",      # uniform per layer, constant lr (the seed's)
     "uniform": "--allocation uniform",                          # uniform per layer, cosine fine-tuning
-    "constant": "--finetune_lr constant",                       # global ranking, constant lr
+    "constant": "--finetune-lr constant",                       # global ranking, constant lr
     "agp": "--schedule agp",                                    # AGP, global ranking, cosine fine-tuning
     "kd": "--kd true",                                          # recipe + distillation (its defaults)
 }
@@ -61,8 +61,8 @@ agp; kd = recipe + distillation.""",
     default=("recipe-*", "seed-*"),
     # 64 px, 12 dense + 8 fine-tuning epochs at lr 2e-3 (dense has converged), 48 built-in
     # images, half validation (~1000 patches): the dense seed-to-seed spread is 0.6 pt here.
-    trial_flags="--patch_size 64 --learning_rate 2e-3 --epochs 12 --finetune_epochs 8 --builtin_tiles 24 "
-                "--val_fraction 0.5",
+    trial_flags="--patch-size 64 --learning-rate 2e-3 --epochs 12 --finetune-epochs 8 --builtin-tiles 24 "
+                "--val-fraction 0.5",
     columns=("sparsity", "worst", "gzip", "time"),
 )
 
@@ -76,14 +76,14 @@ PRUNE_TABLE = Preset(
 
     python -m benchmarks prune-table --out runs/prune_table
     python -m benchmarks prune-table --out runs/prune_table --print-only     # from finished cells
-    python -m benchmarks prune-table -- --data_dir /data/dubai                # flags after -- go to every trial
+    python -m benchmarks prune-table -- --data-dir /data/dubai                # flags after -- go to every trial
 
 `*-0.8-ends` keeps the first conv and the head dense (NNI's usual advice).""",
     variants={"dense": "--sparsity 0 --schedule oneshot",
               **{f"{sch}-{s}": f"--sparsity {s} --schedule {sch}" for sch in SCHEDULES for s in SPARSITIES},
-              **{f"{sch}-0.8-ends": f"--prune_config {shlex.quote(KEEP_ENDS)} --schedule {sch}" for sch in SCHEDULES}},
+              **{f"{sch}-0.8-ends": f"--prune-config {shlex.quote(KEEP_ENDS)} --schedule {sch}" for sch in SCHEDULES}},
     seeds=(0, 1),
-    trial_flags="--patch_size 64 --epochs 3 --finetune_epochs 2",
+    trial_flags="--patch-size 64 --epochs 3 --finetune-epochs 2",
     columns=("per_seed", "sparsity", "accuracy", "before", "time", "size", "gzip"),
 )
 
@@ -93,17 +93,17 @@ KD_TABLE = Preset(
     doc="""Does distillation help the pruned student? Fine-tuning with and without KD, paired by seed.
 
     python -m benchmarks kd-table --seeds 0 1 2 --jobs 3 --only '*-pruned' '*-nokd' '*-kd4:1' '*-kd1:0.1' \\
-        -- --patch_size 64 --epochs 3 --finetune_epochs 2
+        -- --patch-size 64 --epochs 3 --finetune-epochs 2
 
-Per seed and sparsity: the pruned model before fine-tuning (S-pruned, --finetune_epochs 0),
+Per seed and sparsity: the pruned model before fine-tuning (S-pruned, --finetune-epochs 0),
 fine-tuned without KD (S-nokd, the reference of its sparsity) and with KD at each T:alpha
 (S-kdT:A). A seed fixes split, initial weights and data order, and at a fixed thread
 count a trial is bit-for-bit reproducible on a CPU, so every cell of a seed fine-tunes
 the same dense model: the column "Δ before pruning" must read 0.00 ± 0.00.""",
     variants={name: value for s in (0.8, 0.9) for name, value in {
-        f"{s}-pruned": (f"--sparsity {s} --finetune_epochs 0 --kd false", f"{s}-nokd"),
+        f"{s}-pruned": (f"--sparsity {s} --finetune-epochs 0 --kd false", f"{s}-nokd"),
         f"{s}-nokd": (f"--sparsity {s} --kd false", f"{s}-nokd"),
-        **{f"{s}-kd{t:g}:{a:g}": (f"--sparsity {s} --kd true --kd_temperature {t} --kd_alpha {a}", f"{s}-nokd")
+        **{f"{s}-kd{t:g}:{a:g}": (f"--sparsity {s} --kd true --kd-temperature {t} --kd-alpha {a}", f"{s}-nokd")
            for t, a in KD_CONFIGS}}.items()},
     reference="0.8-nokd",
     default=("*-pruned", "*-nokd", "*-kd4:0.5"),
@@ -135,17 +135,17 @@ CHANNELS = Preset(
     python -m benchmarks channels --out runs/channels --only 'channel-*' weight-80 --seeds 0 1 2
     python -m benchmarks channel-speed --out runs/channels          # then sizes and img/s of its models
 
-oneshot: dense --epochs, prune, fine-tune --finetune_epochs; init: all epochs on the thin
+oneshot: dense --epochs, prune, fine-tune --finetune-epochs; init: all epochs on the thin
 model; dense trains the same epochs unpruned; channel-50-kd fine-tunes with distillation.
 float32, so the speed bench compares like with like.""",
     variants={"dense": "--sparsity 0 --schedule oneshot",
-              **{f"channel-{p}": f"--prune_mode channel --sparsity {p / 100:g} --schedule oneshot" for p in (25, 50, 75)},
-              **{f"channel-{p}-init": f"--prune_mode channel --sparsity {p / 100:g} --schedule init"
+              **{f"channel-{p}": f"--prune-mode channel --sparsity {p / 100:g} --schedule oneshot" for p in (25, 50, 75)},
+              **{f"channel-{p}-init": f"--prune-mode channel --sparsity {p / 100:g} --schedule init"
                  for p in (25, 50, 75)},
-              "channel-50-kd": "--prune_mode channel --sparsity 0.5 --schedule oneshot --kd true",
-              "weight-80": "--prune_mode weight --sparsity 0.8 --schedule oneshot"},
+              "channel-50-kd": "--prune-mode channel --sparsity 0.5 --schedule oneshot --kd true",
+              "weight-80": "--prune-mode weight --sparsity 0.8 --schedule oneshot"},
     default=("dense", "channel-25", "channel-50", "channel-75", "weight-80"),
-    trial_flags="--patch_size 64 --epochs 4 --finetune_epochs 3 --precision float32 --channel_criterion l1",
+    trial_flags="--patch-size 64 --epochs 4 --finetune-epochs 3 --precision float32 --channel-criterion l1",
     columns=("params", "mflops", "size", "time"),
 )
 
@@ -153,8 +153,8 @@ float32, so the speed bench compares like with like.""",
 GRID = Preset(
     doc="""Any grid: the variants given with --variant NAME=FLAGS x --seeds, paired with the first (or --reference).
 
-    python -m benchmarks grid --variant 'lr2e-3=--learning_rate 2e-3' --variant 'lr1e-3=--learning_rate 1e-3' \\
-        --seeds 0 1 2 -- --patch_size 64""",
+    python -m benchmarks grid --variant 'lr2e-3=--learning-rate 2e-3' --variant 'lr1e-3=--learning-rate 1e-3' \\
+        --seeds 0 1 2 -- --patch-size 64""",
     variants={},
     reference="",
     columns=("per_seed", "worst", "wins", "time"),

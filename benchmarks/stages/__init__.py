@@ -40,8 +40,8 @@ QUICK = dict(patch_size=32, batch_size=4, steps=3, rounds=1, baseline_steps=2, i
 def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench runs, numbers meaningless")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout (table to stderr)")
-    p.add_argument("--patch_size", type=int, default=None, help="patch side (default 64, the experiment's)")
-    p.add_argument("--batch_size", type=int, default=None, help="patches per step (default 8, the seed's)")
+    p.add_argument("--patch-size", type=int, default=None, help="patch side (default 64, the experiment's)")
+    p.add_argument("--batch-size", type=int, default=None, help="patches per step (default 8, the seed's)")
     p.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0 = cores / concurrency)")
     p.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="skip the seed-style eager baseline (the slowest section)")
