@@ -138,7 +138,7 @@ def measure(out: Path, seed: int, cells: dict, sizes: dict) -> dict:
         rows[v] = {"seeds": len(of[v]), "delta_points_mean": statistics.mean(d) if d else None,
                    "params": first["params"], "flops": first["flops"], "keras_bytes": first["model_bytes"],
                    "int8_tflite_bytes": int8[arch(v)], "img_s": ips[arch(v)]}
-    return {"seed": seed, "dense_seeds": len(of["dense"]), "sizes": {k: list(v) for k, v in sizes.items()},
+    return {"seed": seed, "dense_seeds": len(of["dense"]), "sizes": dict(sizes),
             "tflite_runtime": tflite_interpreter_class().__module__, "machine": machine(), "rows": rows,
             "targets": targets(rows, sizes)}
 

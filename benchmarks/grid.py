@@ -98,8 +98,9 @@ def select(preset: Preset, only, added, reference: str = "") -> dict[str, tuple[
 
 
 def base_flags(preset: Preset, config: str, extra: list[str], variants: dict, jobs: int) -> list[str]:
-    """Flags of every cell: the config's, the preset's, then the command line's (checked
-    here, before any trial starts), with one --threads for every cell (part of the pairing)."""
+    """Flags of every cell: the config's, the preset's, then the command line's, the last
+    of a repeated flag winning (checked here, before any trial starts), with one --threads
+    for every cell (part of the pairing)."""
     extra = [a for a in extra if a != "--"]
     base = (config_trial_flags(ROOT / config) if config else []) + shlex.split(preset.trial_flags) + extra
     given = parse_flags(base, prog="trial flags")
@@ -108,13 +109,14 @@ def base_flags(preset: Preset, config: str, extra: list[str], variants: dict, jo
     if clash:
         raise ParamError(f"{', '.join('--' + f for f in clash)}: set per cell by the grid, not a trial flag here")
     if "threads" not in given:
-        base += ["--threads", str(max(1, available_cores() // max(1, jobs)))]
-    return base
+        given["threads"] = str(max(1, available_cores() // max(1, jobs)))
+    return [x for name, value in given.items() for x in ("--" + name.replace("_", "-"), value)]  # last one wins
 
 
 def cells(seeds, variants: dict, base: list[str]) -> dict[tuple[int, str], list[str]]:
     """(seed, variant) -> trial flags, seed by seed (a partial run still pairs whole seeds)."""
-    return {(seed, name): [*base, *flags, "--seed", str(seed)] for seed in seeds for name, (flags, _) in variants.items()}
+    return {(seed, name): [*base, *flags, "--seed", str(seed)]
+            for seed in seeds for name, (flags, _) in variants.items()}
 
 
 def folder(out: Path, seed: int, variant: str) -> Path:

@@ -46,9 +46,9 @@ METHODS = {
 QUALITY = Preset(
     doc="""Does a pruned model keep its accuracy? Dense vs pruned at the same total epochs, paired by seed.
 
-    python -m benchmarks quality                                    # dense + recipe/seed x 50/80/90 % (~70 min, 2 cores)
+    python -m benchmarks quality                    # dense + recipe/seed x 50/80/90 % (~70 min, 2 cores)
     python -m benchmarks quality --seeds 0 1 2 --only recipe-0.8 recipe-0.9
-    python -m benchmarks quality --print-only --only '*'            # tabulate whatever finished
+    python -m benchmarks quality --print-only --only '*'     # tabulate whatever finished
 
 The trial flags are a budget where the dense model has converged (its validation curve is
 printed to judge it), on a built-in set 4x the usual validation images (24). The dense
@@ -139,7 +139,8 @@ oneshot: dense --epochs, prune, fine-tune --finetune-epochs; init: all epochs on
 model; dense trains the same epochs unpruned; channel-50-kd fine-tunes with distillation.
 float32, so the speed bench compares like with like.""",
     variants={"dense": "--sparsity 0 --schedule oneshot",
-              **{f"channel-{p}": f"--prune-mode channel --sparsity {p / 100:g} --schedule oneshot" for p in (25, 50, 75)},
+              **{f"channel-{p}": f"--prune-mode channel --sparsity {p / 100:g} --schedule oneshot"
+                 for p in (25, 50, 75)},
               **{f"channel-{p}-init": f"--prune-mode channel --sparsity {p / 100:g} --schedule init"
                  for p in (25, 50, 75)},
               "channel-50-kd": "--prune-mode channel --sparsity 0.5 --schedule oneshot --kd true",

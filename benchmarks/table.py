@@ -12,13 +12,13 @@ import statistics
 from pathlib import Path
 
 
-def mean_sd(values, digits: int = 3) -> str:
-    """'mean ± sample sd' ('-' for none, sd 0 for one value)."""
+def mean_sd(values, digits: int = 3, sign: str = "") -> str:
+    """'mean ± sample sd' ('-' for none, sd 0 for one value); sign="+" for differences."""
     values = list(values)
     if not values:
         return "-"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+    return f"{statistics.mean(values):{sign}.{digits}f} ± {sd:.{digits}f}"
 
 
 def deltas(cells: list[dict], ref_cells: list[dict], key: str = "iou") -> list[float]:
@@ -52,7 +52,7 @@ COLUMNS = {
     "sparsity": ("measured sparsity", lambda c, r, is_ref: _mean(c, "sparsity", spec=".4f")),
     "accuracy": ("pixel accuracy", lambda c, r, is_ref: _mean(c, "accuracy")),
     "before": ("IoU before pruning", lambda c, r, is_ref: mean_sd(x["dense_iou"] for x in c if "dense_iou" in x)),
-    "before_delta": ("Δ before pruning (pt, paired)", _pair_col(lambda c, r: mean_sd(deltas(c, r, "dense_iou"), 2))),
+    "before_delta": ("Δ before pruning (pt, paired)", _pair_col(lambda c, r: mean_sd(deltas(c, r, "dense_iou"), 2, "+"))),
     "params": ("params", lambda c, r, is_ref: _mean(c, "params", 1e6, suffix=" M")),
     "mflops": ("MFLOPs", lambda c, r, is_ref: _mean(c, "flops", 1e6, ".0f")),
     "size": ("model.keras", lambda c, r, is_ref: _mean(c, "model_bytes", 2**20, ".2f", " MiB")),
@@ -76,7 +76,7 @@ def paired_table(rows: list[dict], references: dict[str, str], columns=()) -> st
         scored = [c["iou"] for c in cells if c.get("iou") is not None]
         is_ref = variant == ref
         d = deltas(cells, ref_cells)
-        delta = "—" if is_ref or not d else mean_sd(d, 2) + ("" if one_ref else f" (vs {ref})")
+        delta = "—" if is_ref or not d else mean_sd(d, 2, "+") + ("" if one_ref else f" (vs {ref})")
         line = [variant, str(len(scored)) + (f" (+{len(cells) - len(scored)} diverged)" if len(scored) < len(cells)
                                              else ""), mean_sd(scored), delta,
                 *(COLUMNS[c][1](cells, ref_cells, is_ref) for c in columns)]

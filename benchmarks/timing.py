@@ -25,7 +25,8 @@ def timed_rounds(variants: dict, rounds: int, steps: int) -> dict[str, float]:
         for name, (policy, run_steps) in variants.items():
             keras.mixed_precision.set_global_policy(policy)
             ends: list[float] = []
-            clock = keras.callbacks.LambdaCallback(on_train_batch_end=lambda *_: ends.append(time.perf_counter()))
+            clock = keras.callbacks.LambdaCallback(
+                on_train_batch_end=lambda batch, logs=None: ends.append(time.perf_counter()))
             run_steps(steps + 1, [clock])
             times[name] += [b - a for a, b in zip(ends, ends[1:])]
     return {name: statistics.median(t) for name, t in times.items()}

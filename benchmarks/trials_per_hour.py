@@ -73,8 +73,8 @@ def measure(base: dict, concurrency: int, trials: int, stall: float) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "SEGMODEL_TRIAL_CONCURRENCY"}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix=f"tph-c{concurrency}-") as tmp:
-        config = {**base, "trialCommand": with_cpu_times(base["trialCommand"]), "trialConcurrency": concurrency, "maxTrialNumber": trials, "maxExperimentDuration": "2h",
-                  "maxTrialDuration": "30m",
+        config = {**base, "trialCommand": with_cpu_times(base["trialCommand"]), "trialConcurrency": concurrency,
+                  "maxTrialNumber": trials, "maxExperimentDuration": "2h", "maxTrialDuration": "30m",
                   # the tuner does not change what a trial costs; Random has no start-up phase
                   "tuner": {"name": "Random", "classArgs": {"seed": 0}}}
         config.pop("assessor", None)

@@ -38,7 +38,7 @@ def test_paired_table_against_hand_computed_numbers():
     assert dense == "| dense | 2 | 0.750 ± 0.071 | — |  |  | 1.00 |"
     # paired: -1 and -3 points -> mean -2, sd sqrt(2); unpaired means give the same -2 but hide the sd
     assert pruned == "| pruned | 2 | 0.730 ± 0.085 | -2.00 ± 1.41 | -3.00 | 0/2 | 0.35 |"
-    assert late == "| late | 1 | 0.850 ± 0.000 | 5.00 ± 0.00 | +5.00 | 1/1 | 1.00 |"
+    assert late == "| late | 1 | 0.850 ± 0.000 | +5.00 ± 0.00 | +5.00 | 1/1 | 1.00 |"
 
 
 def test_each_variant_paired_with_its_own_reference_and_diverged_cells_counted():
@@ -48,8 +48,8 @@ def test_each_variant_paired_with_its_own_reference_and_diverged_cells_counted()
     refs = {"0.8-nokd": "0.8-nokd", "0.8-kd": "0.8-nokd", "0.9-nokd": "0.9-nokd", "0.9-kd": "0.9-nokd"}
     lines = table.paired_table(rows, refs, ("before_delta",)).splitlines()
     assert "Δ vs reference (pt, paired)" in lines[0]
-    assert lines[3] == "| 0.8-kd | 1 | 0.620 ± 0.000 | 2.00 ± 0.00 (vs 0.8-nokd) | 0.00 ± 0.00 |"
-    assert lines[5] == "| 0.9-kd | 1 (+1 diverged) | 0.490 ± 0.000 | -1.00 ± 0.00 (vs 0.9-nokd) | 0.00 ± 0.00 |"
+    assert lines[3] == "| 0.8-kd | 1 | 0.620 ± 0.000 | +2.00 ± 0.00 (vs 0.8-nokd) | +0.00 ± 0.00 |"
+    assert lines[5] == "| 0.9-kd | 1 (+1 diverged) | 0.490 ± 0.000 | -1.00 ± 0.00 (vs 0.9-nokd) | +0.00 ± 0.00 |"
 
 
 # ---- the grid runner, for real -----------------------------------------------------------------
@@ -74,12 +74,16 @@ def test_grid_runs_real_trials_pairs_them_and_resumes(tmp_path, artifacts, capsy
     assert metrics[(0, "half")]["sparsity"] == pytest.approx(0.5, abs=1e-3)
     d = [100 * (metrics[(s, "half")]["iou"] - metrics[(s, "dense")]["iou"]) for s in (0, 1)]
     half_line = next(line for line in ran.out.splitlines() if line.startswith("| half |"))
-    assert half_line.split(" | ")[3] == f"{statistics.mean(d):.2f} ± {statistics.stdev(d):.2f}"
+    assert half_line.split(" | ")[3] == f"{statistics.mean(d):+.2f} ± {statistics.stdev(d):.2f}"
     assert len(json.loads((out / "rows.json").read_text())) == 4
     assert (out / "table.md").read_text().startswith(ran.out.splitlines()[0])
 
-    assert main(argv) == 0  # resumed: every cell has its metrics.json
-    assert "segmodel train" not in capsys.readouterr().err
+    assert main(argv) == 0  # resumed: every cell has its metrics.json, with these very parameters
+    resumed = capsys.readouterr().err
+    assert "segmodel train" not in resumed and "warning" not in resumed
+    longer = [*argv[:argv.index("--epochs")], "--epochs", "2", *argv[argv.index("--epochs") + 2:]]
+    assert main(longer) == 0  # reused, but never silently: the cells were trained with 1 epoch
+    assert capsys.readouterr().err.count("finished with other epochs; reused") == 4
 
     (out / "s1-half" / "metrics.json").unlink()
     assert main([*argv[:argv.index("--")], "--print-only"]) == 0
@@ -117,8 +121,8 @@ def test_each_preset_selects_valid_trials(name):
     variants = grid.select(preset, args.only, args.variant, args.reference)
     assert all(ref in variants for _, ref in variants.values())
     base = grid.base_flags(preset, args.config, args.trial_flags, variants, args.jobs)
+    from segmodel.params import parse_flags, resolve
     for flags in grid.cells(args.seeds, variants, base).values():
-        from segmodel.params import parse_flags, resolve
         resolve(parse_flags(flags))
 
 
@@ -129,12 +133,16 @@ def test_bad_grid_input_is_one_line_and_exit_2(capsys):
     assert "--sparsity: set per cell by the grid" in capsys.readouterr().err
 
 
-def test_reference_always_runs_and_extra_flags_override_the_presets():
+def test_reference_always_runs_and_variant_flags_win_over_extra_ones():
+    from segmodel.params import parse_flags
     preset = BENCHES["kd-table"]
-    variants = grid.select(preset, ["*-kd4:1"], [], "")
-    assert list(variants) == ["0.8-nokd", "0.8-kd4:1", "0.9-nokd", "0.9-kd4:1"]
+    assert list(grid.select(preset, ["*-kd4:1"], [], "")) == ["0.8-nokd", "0.8-kd4:1", "0.9-nokd", "0.9-kd4:1"]
+    variants = grid.select(preset, ["0.8-pruned"], [], "")
     base = grid.base_flags(preset, "", ["--", "--finetune-epochs", "2"], variants, jobs=1)
-    assert base[:3] == ["--schedule", "oneshot", "--finetune-epochs"]  # pruned's own --finetune-epochs 0 wins there
+    flags = {v: parse_flags(f) for (seed, v), f in grid.cells([0], variants, base).items()}
+    assert flags["0.8-nokd"]["finetune_epochs"] == "2" and flags["0.8-pruned"]["finetune_epochs"] == "0"
+    assert flags["0.8-pruned"]["seed"] == "0" and flags["0.8-pruned"]["threads"]  # one thread count for all
+    assert base == ["--schedule", "oneshot", "--finetune-epochs", "2", "--threads", base[-1]]  # each flag once
 
 
 # ---- trials-per-hour: a trial's CPU seconds, measured from outside it ---------------------------
