@@ -22,7 +22,7 @@ from pathlib import Path
 
 import keras
 
-from . import channels, runtime
+from . import activations, channels, runtime
 from . import data as datasets
 from .artifacts import tensorboard_callbacks, write_trial_artifacts
 from .callbacks import DivergenceGuard, EpochReporter, History
@@ -32,7 +32,7 @@ from .files import gzip_size, save_model_atomic, write_json_atomic
 from .flops import count_flops
 from .losses import task_loss
 from .metrics import confusion_matrix, jacard_coef, scores_from_confusion, training_metrics
-from .model import multi_unet_model
+from .model import build_model
 from .params import Params
 from .pruning import AGPCallback, Pruner, sparsity_stats
 
@@ -48,12 +48,13 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     if params.kd and params.teacher and not Path(params.teacher).is_file():
         raise ParamError(f"teacher: no such file {params.teacher!r}")
     splits = datasets.load(params)
-    model = multi_unet_model(params.dropout_rate, splits.n_classes, params.patch_size, params.patch_size, 3)
+    model = build_model(params, splits.n_classes)
     history = History(log_dir=out)
     dense_size = {"dense_params": model.count_params(), "dense_flops": count_flops(model)}
     channel = params.prune_mode == "channel" and bool(config_list)
     pruner = Pruner(model, config_list, params.allocation) if config_list and params.prune_mode == "weight" else None
-    thin_plan = channels.plan(model, config_list, params.channel_criterion) if channel else None  # fails fast
+    thin_plan = channels.plan(model, config_list) if channel else None  # fails fast on the graph and config
+    calibration = activations.calibration_set(splits.train, params.calibration_patches)
     steps_per_epoch = max(1, math.ceil(splits.n_train / params.batch_size))
     dense: dict = {}
 
@@ -62,7 +63,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
             if pruner:
                 pruner.prune()
             if channel:
-                model, thin_plan = channels.prune(model, config_list, params.channel_criterion)
+                model, thin_plan = channels.prune(model, config_list, params.channel_criterion, calibration)
             teacher = _teacher(model, params) if params.kd else None  # kd needs --teacher here (validated)
             _fit(model, params, splits, params.epochs + params.finetune_epochs, "pruned", history, reporter,
                  teacher=teacher)
@@ -72,7 +73,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
             teacher = _teacher(model, params) if params.kd else None
             callbacks = []
             if channel:
-                model, thin_plan = channels.prune(model, config_list, params.channel_criterion)
+                model, thin_plan = channels.prune(model, config_list, params.channel_criterion, calibration)
             elif pruner and params.schedule == "oneshot":
                 pruner.prune()
             elif pruner:  # agp: masks attached (all ones) before the train function is traced
@@ -102,6 +103,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
         **{k: v for k, v in final.items() if k != "class_iou"},
         **{f"iou_{name}": v for name, v in final["class_iou"].items()},
         **stats,
+        **activations.dead_summary(model, splits.val),  # channels that never fire on the validation set
         **({"dense_accuracy": dense["accuracy"], "dense_iou": dense["iou"]} if dense else {}),
         **dense_size,
         "flops": count_flops(model),
