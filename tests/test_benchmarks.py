@@ -145,6 +145,21 @@ def test_reference_always_runs_and_variant_flags_win_over_extra_ones():
     assert base == ["--schedule", "oneshot", "--finetune-epochs", "2", "--threads", base[-1]]  # each flag once
 
 
+def test_benchmarks_use_only_public_segmodel_names_that_exist():
+    """The benches import segmodel inside their functions (stages times those imports), so
+    a renamed product function would only show when a bench runs: check every import here."""
+    import ast
+    import importlib.util
+    used = {(node.module, a.name) for path in (ROOT / "benchmarks").rglob("*.py")
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("segmodel") for a in node.names}
+    assert ("segmodel.train", "compile_trainer") in used
+    for module, name in used:
+        assert not name.startswith("_"), f"{module}.{name} is private"
+        assert hasattr(importlib.import_module(module), name) or importlib.util.find_spec(f"{module}.{name}"), \
+            f"{module}.{name}"
+
+
 # ---- trials-per-hour: a trial's CPU seconds, measured from outside it ---------------------------
 
 def test_cpu_seconds_of_a_trial_come_from_bash_times():
