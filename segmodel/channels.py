@@ -2,8 +2,10 @@
 
 NNI's TensorFlow pruners only make masks and its ModelSpeedup is PyTorch-only, so
 this is ours. `plan()` ranks the output channels (filters) of every Conv/Dense layer
-that `config_list` selects, NNI's L1NormPruner / L2NormPruner / FPGMPruner criteria,
-dependency-aware: it walks the functional graph through the model's public config,
+that `config_list` selects, NNI's L1NormPruner / L2NormPruner / FPGMPruner criteria or,
+measured on calibration samples (segmodel.activations), its ActivationAPoZRank /
+ActivationMeanRank criteria, channels that never fire first (`dead_plan`: only those, an
+exact rebuild), dependency-aware: it walks the functional graph through the model's public config,
 following which channels of each tensor come from which producer, so that
 
 - a consumer's input slice moves with each source's kept channels through
@@ -35,7 +37,7 @@ import keras
 import numpy as np
 
 from .errors import ParamError
-from .params import CRITERIA
+from .params import ACTIVATION_CRITERIA, CRITERIA
 from .pruning import entry_report, layer_choices
 
 # Layers that make new channels from all input channels; (input axis, output axis) of the kernel.
@@ -257,14 +259,32 @@ def importance(filters: np.ndarray, criterion: str) -> np.ndarray:
     raise ParamError(f"channel_criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
 
 
-def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1") -> ChannelPlan:
+def _scores(model, members: list[str], criterion: str, stats, dead: np.ndarray) -> np.ndarray:
+    """The tied group's summed importance; channels dead in every member (`dead`) score -inf."""
+    if criterion not in ACTIVATION_CRITERIA:
+        return sum(importance(filters_of(model.get_layer(m)), criterion) for m in members)
+    score = sum(1 - stats.layers[m].apoz if criterion == "apoz" else stats.layers[m].mean for m in members)
+    return np.where(dead, -np.inf, score)
+
+
+def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1", calibration=None,
+         dead_only: bool = False) -> ChannelPlan:
     """Rank and choose the channels to keep. `config_list` is NNI's (see pruning.layer_targets);
-    sparsity = fraction of a layer's output channels removed, int(C * s), at least one kept."""
+    sparsity = fraction of a layer's output channels removed, int(C * s), at least one kept.
+    The activation criteria (apoz: most zeros go first; mean_activation: smallest mean) rank on
+    `calibration` (samples, or ActivationStats). `dead_only`: remove exactly the channels that
+    never fire on `calibration`, in every layer, whatever config_list says."""
     if criterion not in CRITERIA:
         raise ParamError(f"channel_criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
+    if (criterion in ACTIVATION_CRITERIA or dead_only) and calibration is None:
+        raise ParamError(f"channel_criterion {criterion} ranks by activations and needs calibration data")
     choices = layer_choices(model, config_list) if config_list else {}
     targets = {n: c.sparsity for n, c in choices.items() if c.sparsity is not None}
     maps, ties, pinned, consumes, blockers, producers = _trace(model)
+    stats, exact = None, {}
+    if criterion in ACTIVATION_CRITERIA or dead_only:
+        from .activations import removable_dead
+        stats, exact = removable_dead(model, calibration, consumes, producers)
     groups: dict[str, list[str]] = {}
     for name in producers:
         groups.setdefault(ties.find(name), []).append(name)
@@ -276,14 +296,19 @@ def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1") -> 
         if any(producers[m] != channels for m in members):
             raise ParamError(f"layers {', '.join(members)} are tied (added or multiplied) but have "
                              "different widths; exclude them in config_list")
-        sparsity = min(targets.get(m, 0.0) for m in members)  # a member not selected keeps the group whole
-        n_remove = min(int(channels * sparsity), channels - 1)
+        locked = {idx for p, idx in pinned if p in members}
         kept = np.ones(channels, bool)
-        if n_remove > 0:
-            score = sum(importance(filters_of(model.get_layer(m)), criterion) for m in members)
-            locked = {idx for p, idx in pinned if p in members}
-            candidates = [i for i in np.argsort(score, kind="stable") if i not in locked]
-            kept[candidates[:n_remove]] = False
+        dead = np.logical_and.reduce([exact[m] for m in members]) if stats else None
+        if dead_only:
+            dead[list(locked)] = False
+            kept[np.flatnonzero(dead)[:channels - 1]] = False
+        else:
+            sparsity = min(targets.get(m, 0.0) for m in members)  # a member not selected keeps the group whole
+            n_remove = min(int(channels * sparsity), channels - 1)
+            if n_remove > 0:
+                score = _scores(model, members, criterion, stats, dead)
+                candidates = [i for i in np.argsort(score, kind="stable") if i not in locked]
+                kept[candidates[:n_remove]] = False
         for m in members:
             keep[m] = np.flatnonzero(kept)
             asked = int(channels * targets.get(m, 0.0))
@@ -306,9 +331,16 @@ def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1") -> 
                              f"{'them' if len(cut) > 1 else 'it'} in config_list")
     inputs = {name: np.array([i for i, e in enumerate(entries) if alive(e)], int)
               for name, entries in consumes.items()}
+    chosen = producers if dead_only else targets
     return ChannelPlan(keep=keep, inputs=inputs, criterion=criterion, channels=dict(producers),
-                       targets=tuple(n for n in producers if targets.get(n)), config_list=list(config_list or []),
+                       targets=tuple(n for n in producers if chosen.get(n)), config_list=list(config_list or []),
                        choices=choices, short=short)
+
+
+def dead_plan(model: keras.Model, calibration) -> ChannelPlan:
+    """The plan removing exactly the channels that never fire on `calibration` (at least one
+    kept per layer): its rebuild computes what `model` computes on those samples."""
+    return plan(model, [], "apoz", calibration, dead_only=True)
 
 
 # ---- speedup ------------------------------------------------------------------------------
@@ -350,9 +382,10 @@ def rebuild(model: keras.Model, channel_plan: ChannelPlan) -> keras.Model:
     return thin
 
 
-def prune(model: keras.Model, config_list: list[dict], criterion: str = "l1") -> tuple[keras.Model, ChannelPlan]:
+def prune(model: keras.Model, config_list: list[dict], criterion: str = "l1",
+          calibration=None) -> tuple[keras.Model, ChannelPlan]:
     """plan + rebuild: the thin model (a new object: compile and fit that one) and its plan."""
-    channel_plan = plan(model, config_list, criterion)
+    channel_plan = plan(model, config_list, criterion, calibration)
     return rebuild(model, channel_plan), channel_plan
 
 

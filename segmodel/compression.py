@@ -1,6 +1,6 @@
 """A trial's compression, chosen once from its parameters and called at the trial's phases.
 
-    compression = Compression.for_trial(params, model)    # checks config_list on this model now
+    compression = Compression.for_trial(params, model, splits)  # checks config_list on this model now
     model = compression.prune(model)                       # at the schedule's prune point
     fit(model, callbacks=compression.finetune_callbacks(steps_per_epoch))
     model, stats = compression.finish(model)               # plain Keras model + measured sparsity
@@ -14,24 +14,26 @@ from __future__ import annotations
 
 import keras
 
-from . import channels
+from . import activations, channels
+from .params import ACTIVATION_CRITERIA
 from .pruning import AGPCallback, Pruner, sparsity_stats
 
 
 class Compression:
     """No compression: every hook leaves the model as it is."""
 
-    def __init__(self, params, model: keras.Model):
-        self.params = params
+    def __init__(self, params, model: keras.Model, splits=None):
+        self.params, self.splits = params, splits
         self.config_list = params.config_list
         self.dense_params = model.count_params()
 
     @staticmethod
-    def for_trial(params, model: keras.Model) -> "Compression":
+    def for_trial(params, model: keras.Model, splits=None) -> "Compression":
+        """`splits`: the trial's data; channel criteria that rank by activations calibrate on it."""
         if not params.config_list:
-            return Compression(params, model)
+            return Compression(params, model, splits)
         kind = {"weight": WeightPruning, "channel": ChannelPruning}[params.prune_mode]
-        return kind(params, model)
+        return kind(params, model, splits)
 
     def prune(self, model: keras.Model) -> keras.Model:
         return model
@@ -46,8 +48,8 @@ class Compression:
 class WeightPruning(Compression):
     """Masks on the selected weights; AGP raises them over the first part of fine-tuning."""
 
-    def __init__(self, params, model: keras.Model):
-        super().__init__(params, model)
+    def __init__(self, params, model: keras.Model, splits=None):
+        super().__init__(params, model, splits)
         self.pruner = Pruner(model, self.config_list, params.allocation)
 
     def prune(self, model: keras.Model) -> keras.Model:
@@ -69,15 +71,19 @@ class WeightPruning(Compression):
 class ChannelPruning(Compression):
     """Whole filters removed at the prune point: the model is rebuilt thinner."""
 
-    def __init__(self, params, model: keras.Model):
-        super().__init__(params, model)
+    def __init__(self, params, model: keras.Model, splits=None):
+        super().__init__(params, model, splits)
         # What plan() refuses (a bad config_list, a layer it cannot see through) depends on the
-        # graph, not on the weights: planning the untrained model now fails before training.
-        channels.plan(model, self.config_list, params.channel_criterion)
-        self.plan = None  # the real one, ranked on trained weights at the prune point
+        # graph, not on the weights or activations: planning the untrained model by weight norm
+        # now fails before training.
+        channels.plan(model, self.config_list)
+        self.plan = None  # the real one, ranked on the trained model at the prune point
 
     def prune(self, model: keras.Model) -> keras.Model:
-        thin, self.plan = channels.prune(model, self.config_list, self.params.channel_criterion)
+        calibration = None
+        if self.params.channel_criterion in ACTIVATION_CRITERIA:
+            calibration = activations.calibration_set(self.splits.train, self.params.calibration_patches)
+        thin, self.plan = channels.prune(model, self.config_list, self.params.channel_criterion, calibration)
         return thin
 
     def finish(self, model: keras.Model) -> tuple[keras.Model, dict]:

@@ -21,7 +21,10 @@ from .files import parse_json, read_json
 
 SCHEDULES = ("init", "oneshot", "agp")
 PRUNE_MODES = ("weight", "channel")
-CRITERIA = ("l1", "l2", "fpgm")
+WEIGHT_CRITERIA = ("l1", "l2", "fpgm")            # ranked from the kernels
+ACTIVATION_CRITERIA = ("apoz", "mean_activation")  # ranked from activations on calibration patches
+CRITERIA = WEIGHT_CRITERIA + ACTIVATION_CRITERIA
+ARCHITECTURES = ("seed", "bn", "leaky")  # segmodel.model
 ALLOCATIONS = ("global", "uniform")  # segmodel.pruning.Pruner
 FINETUNE_LRS = ("cosine", "constant")
 OBJECTIVES = ("accuracy", "iou")
@@ -42,6 +45,8 @@ class Params:
     weight4: float = _p(1 / 6, "class weight: Vegetation")
     weight5: float = _p(1 / 6, "class weight: Water")
     weight6: float = _p(1 / 6, "class weight: Unlabeled")
+    architecture: str = _p("seed", "U-Net variant: seed (the seed's exact model: conv+ReLU) | bn (BatchNorm "
+                                   "after each conv) | leaky (LeakyReLU); docs/units.md", choices=ARCHITECTURES)
     dropout_rate: float = _p(0.1, "dropout between the two convs of each U-Net block")
     learning_rate: float = _p(1e-3, "Adam learning rate")
     batch_size: int = _p(8, "patches per training step")
@@ -52,7 +57,10 @@ class Params:
     prune_mode: str = _p("weight", "weight: zero single weights (same-size model) | channel: remove whole "
                                    "filters and rebuild a thinner, faster model", choices=PRUNE_MODES)
     channel_criterion: str = _p("l1", "channel mode: which filters go first: " + " | ".join(CRITERIA)
-                                + " (NNI's L1Norm/L2Norm/FPGM pruners)", choices=CRITERIA)
+                                + " (NNI's L1Norm/L2Norm/FPGM pruners, ActivationAPoZRank/ActivationMeanRank: "
+                                "measured on calibration_patches training patches; channels that never fire go "
+                                "first)", choices=CRITERIA)
+    calibration_patches: int = _p(256, "activation criteria: training patches the activations are measured on")
     allocation: str = _p("global", "weight mode: how sparsity is shared between layers: global (one magnitude "
                                    "ranking per config_list entry, first and last weighted layer kept dense if "
                                    "small and not named in op_names) | uniform (every layer alike, as NNI's "
@@ -141,6 +149,11 @@ class Params:
         need(self.agp_steps >= 0, f"agp_steps must be >= 0, got {self.agp_steps}")
         need(self.agp_frequency >= 1, f"agp_frequency must be >= 1, got {self.agp_frequency}")
         need(self.builtin_tiles >= 0, f"builtin_tiles must be >= 0, got {self.builtin_tiles}")
+        need(self.calibration_patches >= 0, f"calibration_patches must be >= 0, got {self.calibration_patches}")
+        need(not (self.prune_mode == "channel" and self.channel_criterion in ACTIVATION_CRITERIA
+                  and self.calibration_patches < 1),
+             f"channel_criterion {self.channel_criterion} ranks by activations and needs calibration data: "
+             "calibration_patches must be >= 1")
         need(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         for f in fields(self):
             choices = f.metadata.get("choices")
@@ -238,8 +251,10 @@ def parse_flags(argv: list[str] | None = None, prog: str = "trial.py") -> dict[s
 
 def from_saved(values: Mapping[str, Any], source: str) -> Params:
     """A trial's Params from its params.json; names an older version had and this one
-    retired are ignored (new ones get their defaults)."""
+    retired are ignored (new ones get their defaults; a trial saved before `architecture`
+    existed trained the seed's model)."""
     known = {f.name for f in fields(Params)}
+    values = {"architecture": "seed", **values}
     return Params().update({k: v for k, v in values.items() if k in known}, source)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 
 from . import data as datasets
-from . import nni_bridge, runtime
+from . import activations, nni_bridge, runtime
 from .artifacts import tensorboard_writer, write_trial_artifacts
 from .callbacks import DivergenceGuard, EpochReporter, History
 from .compression import Compression
@@ -34,7 +34,7 @@ from .files import gzip_size, save_model_atomic, write_json_atomic
 from .flops import count_flops
 from .losses import task_loss
 from .metrics import evaluate_model, scores_from_confusion, training_metrics
-from .model import multi_unet_model
+from .model import build_model
 from .params import Params
 
 
@@ -48,9 +48,9 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     if params.kd and params.teacher:  # its input and classes, from the file's config, before any training
         check_teacher(params.teacher, params.patch_size, 3, len(params.class_weights))
     splits = datasets.load(params)
-    model = multi_unet_model(params.dropout_rate, splits.n_classes, params.patch_size, params.patch_size, 3)
+    model = build_model(params, splits.n_classes)
     dense_size = {"dense_params": model.count_params(), "dense_flops": count_flops(model)}
-    compression = Compression.for_trial(params, model)  # a bad config_list fails here, before training
+    compression = Compression.for_trial(params, model, splits)  # a bad config_list fails here, before training
     tensorboard = tensorboard_writer(nni_bridge.tensorboard_dir(out))
     history = History(listeners=[tensorboard.write] if tensorboard else [])
     trial = _Phases(params, splits, history, reporter)
@@ -89,6 +89,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
         **{k: v for k, v in final.items() if k != "class_iou"},
         **{f"iou_{name}": v for name, v in final["class_iou"].items()},
         **stats,
+        **activations.dead_summary(model, splits.val),  # channels that never fire on the validation set
         **({"dense_accuracy": dense["accuracy"], "dense_iou": dense["iou"]} if dense else {}),
         **dense_size,
         "flops": count_flops(model),
@@ -130,7 +131,7 @@ def finetune_learning_rate(params: Params, steps: int):
 
 def compile_trainer(model, params: Params, n_classes: int, teacher=None, learning_rate=None):
     """The model compiled for one phase, or a Distiller around it when there is a teacher
-    (`segmodel bench` compiles its models with this too). `learning_rate`: a float or a
+    (`python -m benchmarks stages` compiles its models with this too). `learning_rate`: a float or a
     Keras schedule (default: params.learning_rate)."""
     optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate if learning_rate is None else learning_rate)
     if teacher is not None:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from segmodel.channels import importance, masked_copy, plan, rebuild
+from segmodel.channels import dead_plan, importance, masked_copy, plan, rebuild
 from segmodel.errors import ParamError
 from segmodel.flops import count_flops
 from segmodel.model import multi_unet_model
@@ -91,6 +91,106 @@ def test_thin_unet_equals_masked_unet_and_is_smaller():
     assert thin.get_layer("up1_conv1").kernel.shape[2] == 64 + 64  # transpose + skip, each halved
     assert count_flops(model) / count_flops(thin) >= 3.5
     assert thin.count_params() < 0.3 * model.count_params()
+
+
+@pytest.mark.parametrize("criterion", ["l1", "apoz", "mean_activation"])
+def test_thin_batchnorm_unet_equals_masked_unet(criterion):
+    """architecture bn: conv (no bias) -> BN -> ReLU; the BN vectors move with the kept filters."""
+    keras.utils.set_random_seed(0)
+    model = _randomize(multi_unet_model(0.1, 6, 32, 32, 3, architecture="bn"))
+    x = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    p = plan(model, HALF, criterion, calibration=x)
+    thin, masked = rebuild(model, p), masked_copy(model, p)
+    _assert_equal_outputs(thin, masked, x)
+    assert thin.get_layer("up1_conv1_bn").gamma.shape == (64,) and thin.get_layer("up1_conv1").bias is None
+    assert count_flops(model) / count_flops(thin) >= 3.5
+
+
+def _kill(model, layer, channels, architecture):
+    """Make channels never fire: output -1 before the ReLU on every input (seed: kernel 0,
+    bias -1; bn: gamma 0, beta -1, the conv's kernel left random)."""
+    if architecture == "bn":
+        bn = model.get_layer(f"{layer}_bn")
+        for w, value in ((bn.gamma, 0.0), (bn.beta, -1.0)):
+            v = w.numpy()
+            v[channels] = value
+            w.assign(v)
+        return
+    conv = model.get_layer(layer)
+    kernel, bias = conv.kernel.numpy(), conv.bias.numpy()
+    kernel[..., channels] = 0
+    bias[channels] = -1
+    conv.kernel.assign(kernel)
+    conv.bias.assign(bias)
+
+
+@pytest.mark.parametrize("architecture", ["seed", "bn"])
+def test_pruning_exactly_the_dead_channels_leaves_the_outputs_unchanged(architecture):
+    keras.utils.set_random_seed(1)
+    model = multi_unet_model(0.1, 6, 32, 32, 3, architecture=architecture)  # he_normal: activations O(1)
+    _kill(model, "up2_conv2", slice(None), architecture)            # a whole decoder layer
+    _kill(model, "bottleneck_conv2", np.arange(0, 256, 3), architecture)
+    _kill(model, "down1_conv1", [0, 5], architecture)
+    x = np.random.default_rng(3).random((6, 32, 32, 3), dtype=np.float32)
+    p = dead_plan(model, x)
+    thin = rebuild(model, p)
+    dense_out, thin_out = np.asarray(model(x, training=False)), np.asarray(thin(x, training=False))
+    np.testing.assert_allclose(thin_out, dense_out, rtol=1e-5, atol=1e-6)
+    assert len(p.keep["up2_conv2"]) == 1                             # one dead channel stays: no empty layer
+    assert set(range(0, 256, 3)).isdisjoint(p.keep["bottleneck_conv2"].tolist())
+    assert {0, 5}.isdisjoint(p.keep["down1_conv1"].tolist())
+    assert len(p.keep["logits"]) == 6 and thin.count_params() < 0.8 * model.count_params()
+    # only dead channels went: each removed one never fires on x
+    from segmodel.activations import collect
+    stats = collect(model, x)
+    for name, kept in p.keep.items():
+        removed = np.setdiff1d(np.arange(p.channels[name]), kept)
+        assert stats.layers[name].never_fires[removed].all(), name
+    # and the thin model's channels are alive apart from the one kept in up2_conv2
+    assert collect(thin, x).dead_counts()["up2_conv2"] == 1 and sum(collect(thin, x).dead_counts().values()) == 1
+
+
+def test_activation_criteria_rank_dead_first_then_by_nni_semantics():
+    """Channels of a 1x1 ReLU conv on inputs x in [0, 1): 0 dead; 1 = 10 x - 5 (zero half the
+    time, large otherwise); 2 = 0.1 x (never zero, small); 3 = x; 4 = 2 x."""
+    inp = keras.Input((8, 8, 1))
+    k = layers.Conv2D(5, 1, activation="relu", name="k")(inp)
+    model = keras.Model(inp, layers.Conv2D(2, 1, name="head")(k))
+    model.get_layer("k").set_weights([np.array([[[[1, 10, 0.1, 1, 2]]]], "float32"),
+                                      np.array([-5, -5, 0, 0, 0], "float32")])
+    x = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
+
+    def removed(criterion, sparsity):
+        kept = plan(model, [{"sparsity": sparsity, "op_names": ["k"]}], criterion, x).keep["k"]
+        return sorted(set(range(5)) - set(kept.tolist()))
+
+    assert removed("apoz", 0.2) == removed("mean_activation", 0.2) == [0]   # the dead channel first
+    assert removed("apoz", 0.4) == [0, 1]             # most zeros: channel 1 (about half)
+    assert removed("mean_activation", 0.4) == [0, 2]  # smallest mean: channel 2
+    assert removed("l1", 0.2) == [2]                  # a weight norm cannot see the dead channel
+    with pytest.raises(ParamError, match="channel_criterion apoz ranks by activations and needs calibration") as e:
+        plan(model, HALF, "apoz")
+    assert "\n" not in str(e.value)
+
+
+def test_a_dead_channel_read_through_a_later_batchnorm_is_not_removed():
+    """conv(ReLU) -> BN: BN turns the dead 0 into a constant, so removing it would change the output."""
+    inp = keras.Input((4, 4, 1))
+    a = layers.Conv2D(3, 1, activation="relu", name="a")(inp)
+    model = keras.Model(inp, layers.Conv2D(2, 1, name="head")(layers.BatchNormalization(name="bn")(a)))
+    model.get_layer("a").set_weights([np.ones((1, 1, 1, 3), "float32"), np.array([1, -10, 1], "float32")])
+    _randomize_bn = model.get_layer("bn")
+    _randomize_bn.beta.assign(np.array([0.5, 0.5, 0.5], "float32"))
+    x = np.random.default_rng(0).random((2, 4, 4, 1), dtype=np.float32)
+    assert len(dead_plan(model, x).keep["a"]) == 3
+    # the same channel behind its own BN (conv -> BN -> ReLU) is removed exactly
+    inp = keras.Input((4, 4, 1))
+    b = layers.Activation("relu", name="relu")(layers.BatchNormalization(name="bn")(layers.Conv2D(3, 1, name="a")(inp)))
+    model = keras.Model(inp, layers.Conv2D(2, 1, name="head")(b))
+    model.get_layer("a").set_weights([np.ones((1, 1, 1, 3), "float32"), np.array([1, -10, 1], "float32")])
+    p = dead_plan(model, x)
+    np.testing.assert_array_equal(p.keep["a"], [0, 2])
+    np.testing.assert_allclose(rebuild(model, p)(x), model(x), rtol=1e-6, atol=1e-7)
 
 
 def test_thin_model_saves_and_loads_in_plain_keras(tmp_path):
@@ -241,14 +341,16 @@ class RecordingReporter:
 
 @pytest.fixture(scope="module")
 def channel_trial(tmp_path_factory):
-    """trial, channel mode, oneshot at 50% with distillation from the dense model (patch 32, 1 + 1 epochs)."""
+    """trial, channel mode, oneshot at 50% ranked by APoZ on 16 training patches, with distillation
+    from the dense model (patch 32, 1 + 1 epochs)."""
     from artifact_helpers import TRIAL_FLAGS, tiny_dataset
 
     from segmodel.params import resolve
     from segmodel.train import run_trial
     base = tmp_path_factory.mktemp("channel")
     params = resolve({**TRIAL_FLAGS, "data_dir": str(tiny_dataset(base)), "prune_mode": "channel",
-                      "channel_criterion": "fpgm", "kd": "true"})
+                      "channel_criterion": "apoz", "calibration_patches": 16,
+                      "kd": "true"})
     reporter = RecordingReporter()
     run_trial(params, reporter, base / "trial")
     keras.mixed_precision.set_global_policy("float32")
@@ -259,17 +361,23 @@ def test_channel_trial_saves_and_reports_the_thin_model(channel_trial):
     import json
     out, final = channel_trial
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["prune_mode"] == "channel" and metrics["channel_criterion"] == "fpgm" and metrics["kd"] == 1
+    assert metrics["prune_mode"] == "channel" and metrics["channel_criterion"] == "apoz" and metrics["kd"] == 1
     model = keras.models.load_model(out / "model.keras", compile=False)
     assert model.get_layer("down1_conv1").filters == 8 and model.get_layer("logits").filters == 6
     assert metrics["params"] == model.count_params() < 0.3 * metrics["dense_params"]
     assert metrics["flops"] == count_flops(model) and metrics["dense_flops"] / metrics["flops"] >= 3.5
     assert metrics["channel_sparsity"] == pytest.approx(0.5, abs=0.01)
     assert metrics["sparsity"] == pytest.approx(1 - metrics["params"] / metrics["dense_params"])
-    for key in ("params", "dense_params", "flops", "dense_flops", "channel_sparsity"):
+    for key in ("params", "dense_params", "flops", "dense_flops", "channel_sparsity", "dead_channel_fraction"):
         assert final[key] == metrics[key]
     (entry,) = metrics["config_sparsity"]                                 # --sparsity 0.5 as one entry
     assert entry["asked"] == 0.5 and 0.49 < entry["achieved"] < 0.5      # the head's channels stay
+    # dead units on the validation set, per layer with an activation (18 convs), as a fraction
+    assert set(metrics["dead_channels"]) == {l.name for l in model.layers
+                                              if type(l).__name__ == "Conv2D" and l.name != "logits"}
+    assert "dead_channels" not in final  # NNI plots numbers; the per-layer dict lives in metrics.json
+    widths = sum(l.filters for l in model.layers if l.name in metrics["dead_channels"])
+    assert metrics["dead_channel_fraction"] == pytest.approx(sum(metrics["dead_channels"].values()) / widths)
     header, *rows = (out / "history.csv").read_text().splitlines()
     assert [r.split(",")[1] for r in rows] == ["dense", "finetune"] and "kd_loss" in header
 
@@ -334,24 +442,6 @@ def test_every_point_of_the_compress_search_space_is_a_valid_trial():
         for lr in space["learning_rate"]["_value"]:
             p = resolve(flags, {**dict(zip(choices, values)), "learning_rate": lr})
             assert p.prune_mode in ("weight", "channel") and p.schedule == "oneshot"
-
-
-def test_bench_channels_sizes_and_times_real_models():
-    from segmodel.bench.channels import at_size, speed, targets
-    model = multi_unet_model(0.1, 6, 32, 32, 3)
-    thin = rebuild(model, plan(model, HALF, "l1"))
-    big = at_size(thin, 64)
-    assert big.input_shape == (None, 64, 64, 3) and big.count_params() == thin.count_params()
-    x = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
-    np.testing.assert_allclose(at_size(big, 32)(x), thin(x), atol=1e-6)   # same weights, any side
-    ips = speed({"dense": model, "channel 50%": thin}, sides=(32,), batches=(1, 2), rounds=1)
-    assert set(ips["dense"]) == {"keras 32px b1", "tflite 32px b1", "keras 32px b2", "tflite 32px b2"}
-    assert all(v > 0 for row in ips.values() for v in row.values())
-    rows = {name: {"flops": count_flops(m), "img_s": ips[name], "delta_points_mean": d,
-                   "keras_bytes": kb, "int8_tflite_bytes": ib}
-            for name, m, d, kb, ib in [("dense", model, 0.0, 7.9e6, 2.0e6), ("channel 50%", thin, -2.0, 2.1e6, 0.5e6)]}
-    met = {t["target"].split(",")[0]: t["met"] for t in targets(rows, {"sizes": (32,), "batches": (1, 2)})}
-    assert met["FLOPs"] is True and met["mean IoU"] is False and met["int8 TFLite of channel 50% / dense model.keras"]
 
 
 def test_fpgm_matches_the_pairwise_definition():

@@ -14,7 +14,7 @@ from nni.runtime.msg_dispatcher import MsgDispatcher
 from nni.runtime.tuner_command_channel import CommandType
 
 from segmodel import experiments
-from segmodel.bench.tuner_db import ManagerRecord
+from benchmarks.tuner_db import ManagerRecord
 from segmodel.experiments import Trial
 from segmodel.tuning import InformedTuner, told_value
 
@@ -316,8 +316,8 @@ def test_trial_table_reads_only_what_was_added_and_agrees_with_a_full_read(tmp_p
 
 
 def test_bench_tuner_db_times_both_reads():
-    """`segmodel bench tuner-db` at a tiny size (the figures are in docs/tuning.md)."""
-    from segmodel.bench.tuner_db import measure
+    """`python -m benchmarks tuner-db` at a tiny size (the figures are in docs/tuning.md)."""
+    from benchmarks.tuner_db import measure
     row = measure(6, rounds=2)
     assert row["trials"] == 6 and row["full_ms"] > 0 and row["incremental_ms"] > 0
     assert row["full_over_incremental"] == pytest.approx(row["full_ms"] / row["incremental_ms"], rel=0.05)

@@ -1,6 +1,6 @@
 """What the tuner adapter's `trial_end` costs as an experiment grows (docs/tuning.md).
 
-    python -m segmodel bench tuner-db --trials 100 250 500 --rounds 5
+    python -m benchmarks tuner-db --trials 100 250 500 --rounds 5
 
 For each size, an experiment folder whose db/nni.sqlite (NNI 3.0's own schema, read from
 the installed nni_node) and log/nnimanager.log hold that many ended trials, written row
@@ -127,7 +127,7 @@ def add_arguments(p) -> None:
 
 
 def measure(n_trials: int, rounds: int) -> dict:
-    from .. import experiments
+    from segmodel import experiments
     with tempfile.TemporaryDirectory() as tmp:
         record = ManagerRecord(Path(tmp) / "bench0001")
         for pid in range(n_trials):
