@@ -1,14 +1,14 @@
 """What the tuner adapter's `trial_end` costs as an experiment grows (docs/tuning.md).
 
-    python -m benchmarks tuner-db --trials 100 250 500 --rounds 5
+    python -m benchmarks tuner-db --trials 100 250 500 --rounds 25
 
 For each size, an experiment folder whose db/nni.sqlite (NNI 3.0's own schema, read from
 the installed nni_node) and log/nnimanager.log hold that many ended trials, written row
 for row as NNI's manager writes them (`ManagerRecord`). Then, in interleaved rounds, one
-more trial ends and each way of learning about it is timed: `full`, reading the whole
-experiment (`experiments.load`, what every trial_end did before), and `incremental`, the
-adapter's `TrialTable.refresh`, which reads only the rows added since its last read.
-Prints one JSON line per size: median milliseconds and full/incremental.
+more trial ends in each experiment and each way of learning about it is timed: `full`,
+reading the whole experiment (`experiments.load`, what every trial_end did before), and
+`incremental`, the adapter's `TrialTable.refresh`, which reads only the rows added since
+its last read. Prints one JSON line per size: median milliseconds and full/incremental.
 """
 from __future__ import annotations
 
@@ -123,34 +123,40 @@ class ManagerRecord:
 
 def add_arguments(p) -> None:
     p.add_argument("--trials", type=int, nargs="+", default=[100, 250, 500], help="experiment sizes")
-    p.add_argument("--rounds", type=int, default=5, help="trials that end (and are timed) per size")
+    p.add_argument("--rounds", type=int, default=25, help="trials that end (and are timed) per size")
 
 
-def measure(n_trials: int, rounds: int) -> dict:
+def measure(sizes: list[int], rounds: int) -> list[dict]:
+    """One row per size. Every round ends one more trial in each experiment and times both
+    reads of each, so a busy CPU slows all sizes and both reads alike."""
     from segmodel import experiments
     with tempfile.TemporaryDirectory() as tmp:
-        record = ManagerRecord(Path(tmp) / "bench0001")
-        for pid in range(n_trials):
-            record.trial(pid, stopped=pid % 2 == 1)
-        table = experiments.TrialTable(record.folder)
-        table.refresh()
-        times: dict[str, list[float]] = {"full": [], "incremental": []}
+        runs = []
+        for n in sizes:
+            record = ManagerRecord(Path(tmp) / f"bench{n:04d}")
+            for pid in range(n):
+                record.trial(pid, stopped=pid % 2 == 1)
+            runs.append((n, record, experiments.TrialTable(record.folder).refresh(), {"full": [], "incremental": []}))
         for r in range(rounds):
-            record.trial(n_trials + r)
-            for name, read in (("full", lambda: experiments.load(record.folder)), ("incremental", table.refresh)):
-                t = time.perf_counter()
-                read()
-                times[name].append(time.perf_counter() - t)
-        assert len(table.trials) == n_trials + rounds
-        log_kb = (record.folder / "log" / "nnimanager.log").stat().st_size // 1024
-        db_kb = (record.folder / "db" / "nni.sqlite").stat().st_size // 1024
-        record.close()
-    full, inc = (statistics.median(times[k]) * 1000 for k in ("full", "incremental"))
-    return {"trials": n_trials, "full_ms": round(full, 2), "incremental_ms": round(inc, 3),
-            "full_over_incremental": round(full / inc, 1), "db_kb": db_kb, "log_kb": log_kb}
+            for n, record, table, times in runs:
+                record.trial(n + r)
+                for name, read in (("full", lambda: experiments.load(record.folder)), ("incremental", table.refresh)):
+                    t = time.perf_counter()
+                    read()
+                    times[name].append(time.perf_counter() - t)
+        rows = []
+        for n, record, table, times in runs:
+            assert len(table.trials) == n + rounds
+            full, inc = (statistics.median(times[k]) * 1000 for k in ("full", "incremental"))
+            rows.append({"trials": n, "full_ms": round(full, 2), "incremental_ms": round(inc, 3),
+                         "full_over_incremental": round(full / inc, 1),
+                         "db_kb": (record.folder / "db" / "nni.sqlite").stat().st_size // 1024,
+                         "log_kb": (record.folder / "log" / "nnimanager.log").stat().st_size // 1024})
+            record.close()
+    return rows
 
 
 def main(args) -> int:
-    for n in args.trials:
-        print(json.dumps(measure(n, args.rounds)), flush=True)
+    for row in measure(args.trials, args.rounds):
+        print(json.dumps(row), flush=True)
     return 0
