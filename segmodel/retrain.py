@@ -1,4 +1,4 @@
-"""`python -m segmodel retrain EXPERIMENT [--trial ID] [--out DIR] [-- TRIAL FLAGS]`:
+"""`python -m segmodel retrain EXPERIMENT [--trial ID] [--out DIR] [-- TRIAL_FLAGS...]`:
 take the winner home at full quality.
 
 An NNI experiment tunes at low fidelity (few epochs a trial), which is right for search
@@ -30,9 +30,7 @@ def register(subparsers) -> None:
                    help="final-result key that picks the best trial (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="folder for the retrained trial (default: ./retrain-<experiment>)")
-    p.add_argument("trial_flags", nargs="*", metavar="-- TRIAL_FLAGS",
-                   help="trial flags that override the trial's, after --: -- --epochs 12 --sparsity 0.9")
-    p.set_defaults(func=main)
+    p.set_defaults(func=main, takes_trial_flags=True)  # after --: -- --epochs 12 --sparsity 0.9
 
 
 def retrain_params(trial_params: dict, out: Path, flags: list[str]):
