@@ -302,13 +302,14 @@ def io_details(path: Path) -> dict:
             "output_dtype": np.dtype(r.output["dtype"]).name, "output_quantization": quant(r.output)}
 
 
-def evaluate_file(path: Path, splits) -> dict:
-    """Accuracy and mean IoU of the file's predictions over the validation set,
-    from one confusion matrix (as training's evaluation)."""
+def evaluate_file(path, splits) -> dict:
+    """Accuracy and mean IoU of the file's (or runner's) predictions over the validation
+    set, from one confusion matrix (as training's evaluation); and the runner that ran."""
+    from .inference import Runner
     from .metrics import scores_from_confusion
 
     started = time.time()
-    run = load_runner(path)
+    run = path if isinstance(path, Runner) else load_runner(path)
     n = splits.n_classes
     cm = np.zeros((n, n), np.int64)
     done, next_report = 0, 0.25
