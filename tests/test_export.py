@@ -169,3 +169,28 @@ def test_tflite_runner_goes_on_without_xnnpack_when_the_delegate_fails(exported,
     np.testing.assert_allclose(got, expected, atol=1e-5)
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "XNNPACK delegate failed" in err[0] and "running without it" in err[0], err
+
+
+def test_export_of_a_model_with_a_dead_layer_is_delegate_clean(trial, tmp_path):
+    """The trial's model with one layer killed by hand (bias so negative that its ReLU never
+    fires): export floors that layer's calibrated range, says so, and the int8 file still
+    runs whole on XNNPACK, with no warning."""
+    import shutil
+
+    import keras
+    dead_trial = tmp_path / "dead-trial"
+    shutil.copytree(trial, dead_trial, ignore=shutil.ignore_patterns("tensorboard"))
+    model = keras.models.load_model(dead_trial / "model.keras", compile=False)
+    layer = model.get_layer("up2_conv2")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel, bias - 100.0])
+    model.save(dead_trial / "model.keras")
+    out = tmp_path / "export"
+    assert main(["export", str(dead_trial), "--out", str(out), "--formats", "tflite_int8",
+                 "--calibration-samples", "8", "--speed-side", "0"]) == 0
+    result = read_json(out / "export.json")
+    entry = result["formats"][0]
+    assert [t for t in entry["int8_floored_tensors"] if "up2_conv2" in t], entry["int8_floored_tensors"]
+    assert entry["runtime"] == "xnnpack" and entry["delegated_ops"] == entry["ops"], entry
+    assert entry["xnnpack_problems"] == [] and result["warnings"] == []
+    assert set(entry["img_s"]) == {"32px"}
