@@ -41,6 +41,8 @@ FULL = dict(trial={"patch_size": 64, "epochs": 12, "finetune_epochs": 8, "learni
 QUICK = dict(trial={"patch_size": 32, "epochs": 1, "finetune_epochs": 1, "builtin_tiles": 2, "val_fraction": 0.5},
              side=64, batches=(1, 2), rounds=1, calibration=8, speed_calibration=2)
 SPEED_TARGET, IOU_TARGET = 2.0, 0.5
+BEFORE = "dense, free batch (the old export)"   # timed only: what export wrote before issue 22
+BEFORE_FORMS = ("float32", "dynamic", "int8")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -128,7 +130,8 @@ def run(out: Path, budget: dict, seed: int, models: dict | None, threads: int | 
             form["iou_delta_points"] = round(100 * (form["val_iou"] - f32), 3)
     speed = time_all(paths, budget, threads, calibration(budget["speed_calibration"]))
     for (name, form, batch), cell in speed.items():
-        rows[name]["forms"][form].setdefault("speed", {})[f"b{batch}"] = cell
+        row = rows.setdefault(name, {"model": rows.get("dense", {}).get("model"), "forms": {}})
+        row["forms"].setdefault(form, {}).setdefault("speed", {})[f"b{batch}"] = cell
     return {"budget": {k: list(v) if isinstance(v, tuple) else v for k, v in budget.items()}, "seed": seed,
             "machine": _machine(threads), "validation_patches": splits.n_val,
             "seconds": round(time.time() - started), "rows": rows, "targets": targets(rows, budget)}
@@ -144,6 +147,19 @@ def convert_forms(model, images, batch: int = 1, side: int | None = None) -> dic
         return {form: convert_saved_model(Path(tmp), "int8" if form == INT8_SOFTMAX else form, images, shape,
                                           int8_output="int8" if form == INT8_SOFTMAX else "float")
                 for form in FORMS}
+
+
+def convert_free_batch(model, images, side: int) -> dict:
+    """The old export: a SavedModel with an unknown batch (the transpose convs' output shapes
+    computed at run time), int8 with the converter's own calibration and an int8 softmax."""
+    import tempfile
+
+    from segmodel.quantize import at_size, convert_saved_model, int8
+    with tempfile.TemporaryDirectory() as tmp:
+        at_size(model, side).export(tmp, format="tf_saved_model", verbose=False)
+        shape = (1, side, side, int(model.input_shape[-1]))  # calibration images tiled to the side
+        return {form: int8(Path(tmp), images, shape, floor=False, int8_output="int8") if form == "int8"
+                else convert_saved_model(Path(tmp), form) for form in BEFORE_FORMS}
 
 
 def _runner(content: bytes, threads):
@@ -171,6 +187,9 @@ def time_all(paths: dict, budget: dict, threads, calibration) -> dict:
             _log(f"{name}: converting at {side}px batch {batch}...")
             for form, conv in convert_forms(model, calibration, batch, side).items():
                 runners[(name, form)] = _runner(conv.content, threads)
+            if name == "dense":
+                for form, conv in convert_free_batch(model, calibration, side).items():
+                    runners[(BEFORE, form)] = _runner(conv.content, threads)
         _log(f"timing {len(runners)} files at {side}px batch {batch}, {budget['rounds']} rounds")
         for (name, form), ips in images_per_second(runners, batch, budget["rounds"]).items():
             cells[(name, form, batch)] = {"img_s": ips, **_runtime(runners[(name, form)])}
@@ -201,6 +220,8 @@ def targets(rows: dict, budget: dict) -> list[dict]:
             found.append({"target": f"full int8 / float32 img/s, dense, {budget['side']}px batch {b}",
                           "value": round(i8 / f32, 2), "goal": f">= {SPEED_TARGET:g}", "met": i8 / f32 >= SPEED_TARGET})
     for name, row in rows.items():
+        if name == BEFORE:
+            continue
         delta = row["forms"]["int8"]["iou_delta_points"]
         found.append({"target": f"mean IoU, int8 - float32, {name} (points)", "value": delta,
                       "goal": f">= -{IOU_TARGET:g}", "met": delta >= -IOU_TARGET})
@@ -220,8 +241,10 @@ def format_table(r: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|---|---|---:|---:|---:|---|" + "---:|" * len(batches)]
     for name, row in rows.items():
         for form, f in row["forms"].items():
-            cells = [name, form, f"{f['bytes'] / 1e6:.2f}", f"{f['val_iou']:.4f}",
-                     "—" if form == "float32" else f"{f['iou_delta_points']:+.2f}",
+            measured = "val_iou" in f  # the old export's files are only timed
+            cells = [name, form, f"{f['bytes'] / 1e6:.2f}" if measured else "",
+                     f"{f['val_iou']:.4f}" if measured else "",
+                     "—" if form == "float32" or not measured else f"{f['iou_delta_points']:+.2f}",
                      _runtime_cell(f, batches)]
             for b in batches:
                 s = f.get("speed", {}).get(f"b{b}")
@@ -241,11 +264,11 @@ def format_table(r: dict) -> str:
 
 def _runtime_cell(f: dict, batches) -> str:
     """The validation file's runtime, and the timed files' where they differ."""
-    seen = [f"{f['runtime']} {f['delegated_ops']}/{f['ops']}"]
+    seen = [f"{f['runtime']} {f['delegated_ops']}/{f['ops']}"] if "runtime" in f else []
     for b in batches:
         s = f.get("speed", {}).get(f"b{b}")
         if s and f"{s['runtime']} {s['delegated_ops']}/{s['ops']}" not in seen:
-            seen.append(f"b{b}: {s['runtime']} {s['delegated_ops']}/{s['ops']}")
+            seen.append(f"{'b' + str(b) + ': ' if seen else ''}{s['runtime']} {s['delegated_ops']}/{s['ops']}")
     return ", ".join(seen) + (f"; {f['floored']} range(s) floored" if f.get("floored") else "")
 
 

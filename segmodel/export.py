@@ -102,7 +102,7 @@ def export_trial(trial, out: Path, formats=FORMATS, calibration_samples: int = 1
                  speed_side: int = 256, int8_output: str = "float") -> dict:
     import keras
 
-    from .tflite_speed import cpu_name, delegate_note
+    from .tflite_speed import cpu_name
 
     if calibration_samples < 1 and "tflite_int8" in formats:
         raise ExportError("--calibration-samples must be >= 1 for int8")
@@ -172,26 +172,8 @@ def export_trial(trial, out: Path, formats=FORMATS, calibration_samples: int = 1
         if speed and e["format"] in speed["img_s"]:
             e["img_s"] = speed["img_s"][e["format"]]
 
-    # Quantization loss is measured against the float model (or the trial's own score if none was exported).
-    reference = next((e["val_iou"] for e in entries if e["format"] in ("keras", "saved_model", "tflite_float32")),
-                     trial.metrics.get("iou"))
-    warnings = []
-    for e in entries:
-        e["iou_delta_points"] = None if reference is None else round(100 * (e["val_iou"] - reference), 3)
-        if e["format"] in QUANTIZED and e["iou_delta_points"] is not None \
-                and e["iou_delta_points"] < -WARN_POINTS:
-            warnings.append(f"{e['file']} loses {-e['iou_delta_points']:.2f} points of mean IoU "
-                            f"({e['val_iou']:.4f} vs {reference:.4f})")
-        if "runtime" in e:
-            note = delegate_note(e["file"], e, e["xnnpack_problems"])
-            if note:
-                warnings.append(note)
     trial_metrics = trial.metrics
-    keras_iou = next((e["val_iou"] for e in entries if e["format"] == "keras"), None)
-    if keras_iou is not None and isinstance(trial_metrics.get("iou"), float) \
-            and abs(keras_iou - trial_metrics["iou"]) > 0.005:
-        warnings.append(f"model.keras scores {keras_iou:.4f} here but {trial_metrics['iou']:.4f} in the trial: "
-                        "the validation set built from params.json differs (data or data code changed?)")
+    warnings = check(entries, trial_metrics)
     result = {
         "experiment": experiment_id,
         "trial": trial.id,
@@ -218,6 +200,33 @@ def export_trial(trial, out: Path, formats=FORMATS, calibration_samples: int = 1
     }
     (out / "export.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def check(entries: list[dict], trial_metrics: dict) -> list[str]:
+    """Each entry's `iou_delta_points`, and the warnings: quantization loss, a TFLite file
+    not run whole by XNNPACK, a Keras score that differs from the trial's own."""
+    from .tflite_speed import delegate_note
+
+    # Quantization loss is measured against the float model (or the trial's own score if none was exported).
+    reference = next((e["val_iou"] for e in entries if e["format"] in ("keras", "saved_model", "tflite_float32")),
+                     trial_metrics.get("iou"))
+    warnings = []
+    for e in entries:
+        e["iou_delta_points"] = None if reference is None else round(100 * (e["val_iou"] - reference), 3)
+        if e["format"] in QUANTIZED and e["iou_delta_points"] is not None \
+                and e["iou_delta_points"] < -WARN_POINTS:
+            warnings.append(f"{e['file']} loses {-e['iou_delta_points']:.2f} points of mean IoU "
+                            f"({e['val_iou']:.4f} vs {reference:.4f})")
+        if "runtime" in e:
+            note = delegate_note(e["file"], e, e["xnnpack_problems"])
+            if note:
+                warnings.append(note)
+    keras_iou = next((e["val_iou"] for e in entries if e["format"] == "keras"), None)
+    if keras_iou is not None and isinstance(trial_metrics.get("iou"), float) \
+            and abs(keras_iou - trial_metrics["iou"]) > 0.005:
+        warnings.append(f"model.keras scores {keras_iou:.4f} here but {trial_metrics['iou']:.4f} in the trial: "
+                        "the validation set built from params.json differs (data or data code changed?)")
+    return warnings
 
 
 def measure_speed(model, runners: dict, splits, side: int, int8_output: str = "float") -> dict:
