@@ -32,6 +32,7 @@ BENCHES = {
     "trials-per-hour": "benchmarks.trials_per_hour",
     "tuner": "benchmarks.tuner",
     "tuner-db": "benchmarks.tuner_db",
+    "quantization": "benchmarks.quantization",
     "grid": presets.GRID,
 }
 DEFAULT = "stages"

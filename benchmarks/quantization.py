@@ -1,4 +1,4 @@
-"""`python -m benchmarks.quantization`: which TFLite form is fastest, and what does it cost in
+"""`python -m benchmarks quantization`: which TFLite form is fastest, and what does it cost in
 mean IoU? float32, float16, dynamic-range int8 and full int8 of a dense, a weight-pruned
 80 %, and channel-pruned 30 % and 50 % model, converted as `export` converts them.
 
@@ -10,9 +10,9 @@ timed through the runner `predict` uses, all of them in the same interleaved rou
 this one process (a busy CPU slows them alike: quote the ratios). Which runtime ran each
 file (XNNPACK whole, partly, or TFLite's own kernels) is read from the interpreter.
 
-    python -m benchmarks.quantization --out runs/quantization            # 4 trials, then the table
-    python -m benchmarks.quantization --out runs/q --models dense=a/model.keras ch50=b/model.keras
-    python -m benchmarks.quantization --out /tmp/q --quick               # checks every stage runs
+    python -m benchmarks quantization --out runs/quantization            # 4 trials, then the table
+    python -m benchmarks quantization --out runs/q --models dense=a/model.keras ch50=b/model.keras
+    python -m benchmarks quantization --out /tmp/q --quick               # checks every stage runs
 
 Targets (issue 22): full int8 >= 2x float32 images/s for the dense model at --side px,
 batch 1 and 8; <= 0.5 point mean IoU lost int8 vs float32 on the 24-image validation set
@@ -90,14 +90,14 @@ def _log(msg: str) -> None:
 
 def train(out: Path, budget: dict, seed: int) -> dict[str, Path]:
     """Each row's trial (the public trial command), reused when finished; name -> model.keras."""
-    from segmodel.bench.trials import run_trial_cell
+    from .grid import folder, run_cell
     paths = {}
     for name, flags in ROWS.items():
-        cell = {**budget["trial"], "seed": seed, **flags}
-        argv = [str(x) for key, value in cell.items() for x in (f"--{key}", value)]
-        folder = name.replace(" ", "-").replace("%", "")
-        run_trial_cell(out, folder, argv)
-        paths[name] = out / folder / "model.keras"
+        cell = {**budget["trial"], **flags}
+        argv = [str(x) for key, value in cell.items() for x in (f"--{key}", value)] + ["--seed", str(seed)]
+        variant = name.replace(" ", "-").replace("%", "")
+        run_cell(out, seed, variant, argv)
+        paths[name] = folder(out, seed, variant) / "model.keras"
     return paths
 
 
@@ -204,7 +204,7 @@ def _machine(threads) -> dict:
 
     from segmodel.inference import tflite_interpreter_class
     from segmodel.runtime import available_cores as _cores
-    from segmodel.tflite_speed import cpu_name
+    from segmodel.runtime import cpu_name
     return {"cpu": cpu_name(), "cores": _cores(), "tflite_threads": threads or _cores(),
             "tflite_runtime": tflite_interpreter_class().__module__, "tensorflow": tf.__version__,
             "python": platform.python_version(), "load_avg_1m": round(os.getloadavg()[0], 2)}

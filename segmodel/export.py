@@ -104,7 +104,7 @@ def export_trial(trial, out: Path, formats=FORMATS, calibration_samples: int = 1
                  speed_side: int = 256, int8_output: str = "float") -> dict:
     import keras
 
-    from .tflite_speed import cpu_name
+    from .runtime import cpu_name
 
     if calibration_samples < 1 and "tflite_int8" in formats:
         raise ExportError("--calibration-samples must be >= 1 for int8")

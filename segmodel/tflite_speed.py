@@ -32,7 +32,7 @@ def delegate_note(name: str, delegation: dict, problems=()) -> str | None:
 def images_per_second(runners: dict, batch: int, rounds: int, seed: int = 0) -> dict:
     """key -> images/s of runner.probabilities on `batch` random images of its own input
     size, every runner timed in the same rounds (one untimed call each first)."""
-    from .bench.timing import timed_calls
+    from .timing import timed_calls
     rng = np.random.default_rng(seed)
     calls = {}
     for key, runner in runners.items():
@@ -47,9 +47,3 @@ def runtime_fields(runner, problems=()) -> dict:
     return {"runtime": d["runtime"], "delegated_ops": d["delegated_ops"], "ops": d["ops"],
             "not_delegated": d["not_delegated"], "delegate_error": d["delegate_error"],
             "xnnpack_problems": list(problems)}
-
-
-def cpu_name() -> str:
-    """The CPU the figures were measured on (`lscpu`'s Model name)."""
-    from .bench.trials import cpu_name as name
-    return name()
