@@ -28,6 +28,7 @@ ARCHITECTURES = ("seed", "bn", "leaky")  # segmodel.model
 ALLOCATIONS = ("global", "uniform")  # segmodel.pruning.Pruner
 FINETUNE_LRS = ("cosine", "constant")
 OBJECTIVES = ("accuracy", "iou")
+DEPLOY_FORMATS = ("float32", "int8")  # segmodel.latency
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
@@ -89,6 +90,13 @@ class Params:
     seed: int = _p(0, "random seed for data split, weights and shuffling")
     deterministic: bool = _p(False, "enable TensorFlow op determinism (slower, bit-reproducible)")
     objective: str = _p("accuracy", "what `default` reports: " + " | ".join(OBJECTIVES), choices=OBJECTIVES)
+    deploy_size: int = _p(0, "after training, time the shipped model as TFLite (float32 and int8, batch 1, "
+                             "XNNPACK) at this square size against the dense model on this machine: reports "
+                             "latency_ms and speedup (0 = don't)")
+    deploy_format: str = _p("float32", "which TFLite file latency_ms and speedup describe: "
+                                       + " | ".join(DEPLOY_FORMATS), choices=DEPLOY_FORMATS)
+    min_speedup: float = _p(0.0, "speed budget: default = objective * min(1, speedup / min_speedup) "
+                                 "(needs deploy_size; 0 = no budget)")
     precision: str = _p("auto", "compute precision: " + " | ".join(PRECISIONS), choices=PRECISIONS)
     threads: int = _p(0, "TensorFlow intra-op threads (0 = cores / concurrent trials)")
     output_dir: str = _p("", "where artifacts go (default: NNI's trial output dir, else ./out)")
@@ -155,6 +163,11 @@ class Params:
              f"channel_criterion {self.channel_criterion} ranks by activations and needs calibration data: "
              "calibration_patches must be >= 1")
         need(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
+        need(self.deploy_size == 0 or (self.deploy_size >= 16 and self.deploy_size % 16 == 0),
+             f"deploy_size must be 0 or a multiple of 16, got {self.deploy_size}")
+        need(self.min_speedup >= 0, f"min_speedup must be >= 0, got {self.min_speedup}")
+        need(not (self.min_speedup and not self.deploy_size),
+             "min_speedup is a budget on the measured speedup: give --deploy-size too (e.g. 256)")
         for f in fields(self):
             choices = f.metadata.get("choices")
             v = getattr(self, f.name)

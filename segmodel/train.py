@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 
 from . import data as datasets
-from . import activations, nni_bridge, runtime
+from . import activations, latency, nni_bridge, runtime
 from .artifacts import tensorboard_writer, write_trial_artifacts
 from .callbacks import DivergenceGuard, EpochReporter, History
 from .compression import Compression
@@ -111,6 +111,11 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     save_model_atomic(model, shipped)
     # raw and gzip: a pruned model's zeros cost full size raw, almost nothing gzipped
     metrics.update(model_bytes=shipped.stat().st_size, model_gzip_bytes=gzip_size(shipped))
+    if params.deploy_size:  # the shipped model's speed here, against the dense one of the same architecture
+        metrics.update(latency.measure(model, build_model(params, splits.n_classes), splits, params.deploy_size,
+                                       params.deploy_format))
+        if params.min_speedup:
+            metrics["default"] = latency.constrained(metrics["default"], metrics["speedup"], params.min_speedup)
     history.write_csv(out / "history.csv")
     write_json_atomic(out / "params.json", params.to_dict())
     write_json_atomic(out / "metrics.json", metrics)
