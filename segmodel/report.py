@@ -28,7 +28,10 @@ FIXED = ("rank", "trial", "seq", "status", "default", "told", "iou", "dense_iou"
 # Pareto x axes: row key -> (label, larger is better)
 PARETO_AXES = {"sparsity": ("sparsity (fraction of weights zero, or removed)", True),
                "gzip_mb": ("model.keras gzip size (MB)", False),
-               "mflops": ("MFLOPs per patch (multiply-adds, one forward pass)", False)}
+               "mflops": ("MFLOPs per patch (multiply-adds, one forward pass)", False),
+               "latency_ms": ("TFLite latency at the deploy size, batch 1 (ms, the trials' machine)", False),
+               "speedup": ("TFLite speedup over the dense model (x, timed side by side)", True)}
+MEASURED = ("latency_ms", "speedup")  # columns of trials run with --deploy-size
 
 
 def register(subparsers) -> None:
@@ -53,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = leaderboard(exp, args.metric, progress=True)
     params = hyperparameter_names(exp)
-    columns = list(FIXED) + params
+    columns = list(FIXED) + [c for c in MEASURED if any(r.get(c) is not None for r in rows)] + params
     print(f"experiment {exp.id} ({exp.status or 'status unknown'}), {len(exp.trials)} trials, "
           f"ranked by {args.metric} ({exp.optimize_mode})")
     print(format_table(rows, columns))
@@ -106,6 +109,7 @@ def leaderboard(exp: Experiment, metric: str = "default", progress: bool = False
             "iou": m.get("iou"), "dense_iou": m.get("dense_iou"), "accuracy": m.get("accuracy"),
             "sparsity": m.get("sparsity"), "gzip_mb": gz / 1e6 if isinstance(gz, (int, float)) else None,
             "mflops": m["flops"] / 1e6 if isinstance(m.get("flops"), (int, float)) else None,
+            **{key: m.get(key) for key in MEASURED},
             "duration_s": m.get("duration_s", None if interrupted else t.duration_s),
             **{_hp(k): v for k, v in t.parameters.items()},
             "dir": str(t.dir or ""),
@@ -165,7 +169,7 @@ def _fmt(key: str, v) -> str:
             return str(v)
         if key in ("duration_s",):
             return f"{v:.0f}"
-        if key in ("gzip_mb", "mflops"):
+        if key in ("gzip_mb", "mflops", "latency_ms", "speedup"):
             return f"{v:.2f}"
         return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
     return str(v)

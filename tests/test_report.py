@@ -76,3 +76,15 @@ def test_report_on_missing_experiment_is_one_line(capsys):
     assert main(["report", "no-such-experiment"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no NNI experiment 'no-such-experiment'") and "\n" not in err
+
+
+def test_pareto_front_against_measured_latency(tmp_path):
+    """`--pareto-x latency_ms,speedup`: the front is the trials no other is both faster and better than."""
+    from segmodel.report import pareto_front, plot_pareto
+    rows = [{"trial": "a", "seq": 1, "iou": 0.80, "latency_ms": 20.0, "speedup": 1.0, "default": 0.80, "rank": 1},
+            {"trial": "b", "seq": 2, "iou": 0.78, "latency_ms": 9.0, "speedup": 2.2, "default": 0.78, "rank": 2},
+            {"trial": "c", "seq": 3, "iou": 0.70, "latency_ms": 12.0, "speedup": 1.7, "default": 0.70, "rank": 3}]
+    points = [(r["latency_ms"], r["iou"]) for r in rows]
+    assert [rows[i]["trial"] for i in pareto_front(points, maximize_x=False)] == ["b", "a"]
+    assert plot_pareto(rows, tmp_path / "pareto.png", axes=("latency_ms", "speedup"))
+    assert (tmp_path / "pareto.png").stat().st_size > 1000
