@@ -12,9 +12,12 @@ masks its weights (`pruning.Pruner`); channel pruning returns a new, thinner mod
 """
 from __future__ import annotations
 
+import sys
+
 import keras
 
-from . import activations, channels
+from . import activations, channels, cost_pruning
+from .flops import count_flops
 from .params import ACTIVATION_CRITERIA
 from .pruning import AGPCallback, Pruner, sparsity_stats
 
@@ -69,25 +72,41 @@ class WeightPruning(Compression):
 
 
 class ChannelPruning(Compression):
-    """Whole filters removed at the prune point: the model is rebuilt thinner."""
+    """Whole filters removed at the prune point: the model is rebuilt thinner. With a
+    prune_target, one global ranking removes channels until the FLOPs budget is met
+    (segmodel.cost_pruning); else each selected layer loses its sparsity."""
 
     def __init__(self, params, model: keras.Model, splits=None):
         super().__init__(params, model, splits)
-        # What plan() refuses (a bad config_list, a layer it cannot see through) depends on the
+        self.dense_flops = count_flops(model)
+        # What planning refuses (a bad config_list, a layer it cannot see through) depends on the
         # graph, not on the weights or activations: planning the untrained model by weight norm
         # now fails before training.
-        channels.plan(model, self.config_list)
+        self._plan(model, "l1", None)
         self.plan = None  # the real one, ranked on the trained model at the prune point
+
+    def _plan(self, model: keras.Model, criterion: str, calibration):
+        if self.params.flops_target:
+            return cost_pruning.target_plan(model, self.config_list, criterion, self.params.flops_target,
+                                            self.params.channel_floor, calibration)
+        return channels.plan(model, self.config_list, criterion, calibration)
 
     def prune(self, model: keras.Model) -> keras.Model:
         calibration = None
-        if self.params.channel_criterion in ACTIVATION_CRITERIA:
+        criterion = self.params.channel_criterion
+        # with a target, the channels that never fire go first under every criterion
+        if criterion in ACTIVATION_CRITERIA or (self.params.flops_target and self.params.calibration_patches):
             calibration = activations.calibration_set(self.splits.train, self.params.calibration_patches)
-        thin, self.plan = channels.prune(model, self.config_list, self.params.channel_criterion, calibration)
-        return thin
+        self.plan = self._plan(model, criterion, calibration)
+        if self.params.flops_target and not self.plan.reached:
+            print(f"warning: prune_target {self.params.prune_target} not reached: the floors (channel_floor "
+                  f"{self.params.channel_floor:g}) and pinned channels stop at {self.plan.flops_kept:.3f} of the "
+                  "dense FLOPs", file=sys.stderr, flush=True)
+        return channels.rebuild(model, self.plan)
 
     def finish(self, model: keras.Model) -> tuple[keras.Model, dict]:
         stats = sparsity_stats(model, [])
         # nothing is zero in a thin model: its sparsity is the share of the dense parameters gone
-        stats.update(sparsity=1 - stats["params"] / self.dense_params, **self.plan.stats())
+        stats.update(sparsity=1 - stats["params"] / self.dense_params, **self.plan.stats(),
+                     flops_kept=count_flops(model) / self.dense_flops)
         return model, stats
