@@ -41,7 +41,7 @@ test-no-bf16: setup   # the same suite as on a CPU without bf16 (precision auto 
 	scripts/without-bf16 $(BIN)/python -m pytest -q --durations=10 tests
 
 bench: setup
-	$(BIN)/python -m segmodel bench
+	$(BIN)/python -m benchmarks
 
 lock: setup   # re-pin requirements.lock to what the venv resolved from pyproject.toml
 	{ sed -n '1,3p' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable; } > requirements.lock.tmp

@@ -130,7 +130,7 @@ def finetune_learning_rate(params: Params, steps: int):
 
 def compile_trainer(model, params: Params, n_classes: int, teacher=None, learning_rate=None):
     """The model compiled for one phase, or a Distiller around it when there is a teacher
-    (`segmodel bench` compiles its models with this too). `learning_rate`: a float or a
+    (`python -m benchmarks stages` compiles its models with this too). `learning_rate`: a float or a
     Keras schedule (default: params.learning_rate)."""
     optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate if learning_rate is None else learning_rate)
     if teacher is not None:
