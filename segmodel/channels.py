@@ -254,12 +254,13 @@ def _scores(model, members: list[str], criterion: str, stats, dead: np.ndarray) 
 
 
 def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1", calibration=None,
-         dead_only: bool = False) -> ChannelPlan:
+         dead_only: bool = False, forced: dict | None = None) -> ChannelPlan:
     """Rank and choose the channels to keep. `config_list` is NNI's (see pruning.layer_targets);
     sparsity = fraction of a layer's output channels removed, int(C * s), at least one kept.
     The activation criteria (apoz: most zeros go first; mean_activation: smallest mean) rank on
     `calibration` (samples, or ActivationStats). `dead_only`: remove exactly the channels that
-    never fire on `calibration`, in every layer, whatever config_list says."""
+    never fire on `calibration`, in every layer, whatever config_list says. `forced[producer]`:
+    channels that go before any other (gradual pruning: those an earlier, smaller plan removed)."""
     if criterion not in CRITERIA:
         raise ParamError(f"channel_criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
     if (criterion in ACTIVATION_CRITERIA or dead_only) and calibration is None:
@@ -284,7 +285,8 @@ def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1", cal
             n_remove = min(int(channels * sparsity), channels - 1)
             if n_remove > 0:
                 score = _scores(model, members, criterion, stats, dead)
-                candidates = [i for i in np.argsort(score, kind="stable") if i not in locked]
+                first = np.logical_or.reduce([(forced or {}).get(m, np.zeros(channels, bool)) for m in members])
+                candidates = [i for i in np.lexsort((score, ~first)) if i not in locked]
                 kept[candidates[:n_remove]] = False
         for m in members:
             keep[m] = np.flatnonzero(kept)

@@ -65,42 +65,71 @@ def selected(model: keras.Model, config_list: list[dict]) -> set[str]:
 class _Group:
     """One tied group's channels and what removing each would change."""
 
-    def __init__(self, members, channels, locked, dead, score, floor, affected):
+    def __init__(self, members, channels, locked, dead, score, floor, affected, forced):
         self.members, self.channels = members, channels
         self.kept = np.ones(channels, bool)
         self.frozen = np.zeros(channels, bool)
         self.frozen[list(locked)] = True
-        self.dead, self.score = dead, score
+        self.dead, self.score, self.forced = dead, score, forced & ~self.frozen
         self.floor = max(1, math.ceil(floor * channels - 1e-9))
         self.affected = affected  # layer -> (inputs it loses per channel removed, 1 if it loses an output)
 
-    def candidate(self, k, c_in, c_out):
-        """(ratio, -saving, channel, saving) of the next channel to go, or None."""
-        saving = np.zeros(self.channels)
-        for layer, (n, o) in self.affected.items():
-            saving += k[layer] * (n * c_out[layer] + o * c_in[layer] - n * o)
+    def savings(self, widths) -> np.ndarray:
+        """Per channel, the MACs its removal saves at the present widths."""
+        k, c_in, c_out = widths.k, widths.c_in, widths.c_out
+        return sum(k[layer] * (n * c_out[layer] + o * c_in[layer] - n * o) for layer, (n, o) in self.affected.items())
+
+    def candidate(self, widths):
+        """(ratio, -saving, channel) of the next channel to go, or None."""
+        saving = self.savings(widths)
         count = int(self.kept.sum())
         ok = self.kept & ~self.frozen & (saving > 0) & (count > 1) & (self.dead | (count > self.floor))
         if not ok.any():
             return None
         index = np.flatnonzero(ok)
         ratio = self.score[index] / saving[index]
-        best = index[np.lexsort((index, -saving[index], ratio))[0]]
-        return ratio[index == best][0], -saving[best], int(best), saving[best]
+        best = np.lexsort((index, -saving[index], ratio))[0]
+        return ratio[best], -saving[index[best]], int(index[best])
+
+
+class _Widths:
+    """The producers' present widths, the FLOPs they make, and each group's next candidate."""
+
+    def __init__(self, k, c_in, c_out, groups, flops):
+        self.k, self.c_in, self.c_out, self.flops = k, c_in, c_out, float(flops)
+        self.readers = {}  # layer -> the groups whose savings depend on its widths
+        for group in groups:
+            for layer in group.affected:
+                self.readers.setdefault(layer, []).append(group)
+        self.next = {id(g): (g, g.candidate(self)) for g in groups}
+
+    def best(self):
+        options = [(c, g) for g, c in self.next.values() if c is not None]
+        return None if not options else min(options, key=lambda option: option[0])[::-1]
+
+    def remove(self, group: _Group, channel: int) -> None:
+        self.flops -= group.savings(self)[channel]
+        group.kept[channel] = False
+        for layer, (n, o) in group.affected.items():
+            self.c_in[layer] -= int(n[channel])
+            self.c_out[layer] -= o
+        for other in {id(g): g for layer in group.affected for g in self.readers[layer]}.values():
+            self.next[id(other)] = (other, other.candidate(self))
 
 
 def target_plan(model: keras.Model, config_list: list[dict], criterion: str, flops_target: float,
-                floor: float = 0.1, calibration=None) -> TargetPlan:
+                floor: float = 0.1, calibration=None, forced: dict | None = None) -> TargetPlan:
     """Keep at most `flops_target` of `model`'s FLOPs, removing channels of the layers
     `config_list` selects in one global ranking (module docstring). `calibration`: samples
     or ActivationStats; needed by the activation criteria, and with it the channels that
-    never fire go first under any criterion."""
+    never fire go first under any criterion. `forced[producer]`: channels removed before
+    anything else, whatever the target (gradual pruning: what an earlier plan removed)."""
     if criterion not in CRITERIA:
         raise ParamError(f"channel_criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
     if criterion in ACTIVATION_CRITERIA and calibration is None:
         raise ParamError(f"channel_criterion {criterion} ranks by activations and needs calibration data")
-    if not 0 < flops_target < 1 or not 0 <= floor <= 1:
-        raise ParamError(f"need 0 < flops target < 1 and 0 <= floor <= 1; got {flops_target}, {floor}")
+    if not 0 < flops_target <= 1 or not 0 <= floor <= 1:
+        raise ParamError(f"need 0 < flops target <= 1 and 0 <= floor <= 1; got {flops_target}, {floor}")
     chosen = selected(model, config_list)
     maps, ties, pinned, consumes, blockers, producers = _trace(model)
     stats, exact = None, {}
@@ -108,8 +137,7 @@ def target_plan(model: keras.Model, config_list: list[dict], criterion: str, flo
         from .activations import removable_dead
         stats, exact = removable_dead(model, calibration, consumes, producers)
     c_in = {name: len(consumes[name]) for name in producers}
-    c_out = dict(producers)
-    k = {name: layer_macs(model.get_layer(name)) // (c_in[name] * c_out[name]) for name in producers}  # exact: pixels x kernel
+    k = {name: layer_macs(model.get_layer(name)) // (c_in[name] * producers[name]) for name in producers}
 
     groups, owner = [], {}
     for members in tied_groups(producers, ties):
@@ -129,32 +157,21 @@ def target_plan(model: keras.Model, config_list: list[dict], criterion: str, flo
                 if layer in producers and e is not None and e[0] in members:
                     affected.setdefault(layer, [np.zeros(channels), 0])[0][e[1]] += 1
         locked = {idx for p, idx in pinned if p in members}
-        group = _Group(members, channels, locked, dead, score, floor, affected)
+        first = np.logical_or.reduce([(forced or {}).get(m, np.zeros(channels, bool)) for m in members])
+        group = _Group(members, channels, locked, dead, score, floor, affected, first)
         owner.update({m: group for m in members})
         groups.append(group)
     check_blockers(blockers, lambda e: e[0] in owner and not owner[e[0]].frozen[e[1]])
 
     dense = count_flops(model)
-    flops = float(dense)
-    readers = {}  # layer -> the groups whose savings depend on its widths
+    widths = _Widths(k, c_in, dict(producers), groups, dense)
     for group in groups:
-        for layer in group.affected:
-            readers.setdefault(layer, []).append(group)
-    best = {id(g): g.candidate(k, c_in, c_out) for g in groups}
-    while flops > flops_target * dense:
-        options = [(c, g) for g in groups if (c := best[id(g)]) is not None]
-        if not options:
-            break
-        (_, _, channel, saving), group = min(options, key=lambda option: option[0][:3])
-        group.kept[channel] = False
-        flops -= saving
-        for layer, (n, o) in group.affected.items():
-            c_in[layer] -= int(n[channel])
-            c_out[layer] -= o
-        for other in {id(g): g for layer in group.affected for g in readers[layer]}.values():
-            best[id(other)] = other.candidate(k, c_in, c_out)
+        for channel in np.flatnonzero(group.forced):
+            widths.remove(group, channel)
+    while widths.flops > flops_target * dense and (choice := widths.best()) is not None:
+        widths.remove(choice[0], choice[1][2])
 
     keep = {name: np.flatnonzero(owner[name].kept) if name in owner else np.arange(producers[name])
             for name in producers}
     plan = assemble(keep, consumes, blockers, producers, criterion, [n for n in producers if n in chosen])
-    return TargetPlan(**vars(plan), flops_target=flops_target, dense_flops=dense, flops=int(round(flops)))
+    return TargetPlan(**vars(plan), flops_target=flops_target, dense_flops=dense, flops=int(round(widths.flops)))

@@ -177,8 +177,6 @@ class Params:
             choices = f.metadata.get("choices")
             v = getattr(self, f.name)
             need(choices is None or v in choices, f"{f.name} must be one of {', '.join(choices or ())}; got {v!r}")
-        need(not (self.prune_mode == "channel" and self.schedule == "agp"),
-             "schedule agp raises weight sparsity gradually; prune_mode channel runs with schedule oneshot or init")
         need(not (self.kd and self.schedule == "init" and not self.teacher),
              "kd needs a teacher: with schedule init there is no dense model, so give --teacher path/model.keras")
         config_list = self.config_list  # parses prune_config, raising ParamError if malformed

@@ -143,7 +143,7 @@ def test_activation_criterion_without_calibration_and_bad_targets():
     model = branchy_model()
     with pytest.raises(ParamError, match="apoz ranks by activations and needs calibration"):
         target_plan(model, ALL, "apoz", 0.5)
-    for target, floor in [(0.0, 0.1), (1.0, 0.1), (0.5, 1.5)]:
+    for target, floor in [(0.0, 0.1), (1.5, 0.1), (0.5, 1.5)]:
         with pytest.raises(ParamError):
             target_plan(model, ALL, "l1", target, floor)
 
