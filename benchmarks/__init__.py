@@ -31,6 +31,8 @@ BENCHES = {
     "memory": "benchmarks.memory",
     "trials-per-hour": "benchmarks.trials_per_hour",
     "tuner": "benchmarks.tuner",
+    "tuner-db": "benchmarks.tuner_db",
+    "quantization": "benchmarks.quantization",
     "grid": presets.GRID,
 }
 DEFAULT = "stages"

@@ -34,7 +34,7 @@ from segmodel.params import parse_flags, resolve
 from segmodel.runtime import available_cores
 
 from . import table
-from .machine import cpu_name
+from segmodel.runtime import cpu_name
 from .presets import Preset
 
 ROOT = Path(__file__).resolve().parents[1]

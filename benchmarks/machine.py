@@ -5,16 +5,7 @@ import os
 import sys
 import tempfile
 
-
-def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """The CPU a figure was measured on (`lscpu`'s Model name)."""
-    try:
-        for line in open(cpuinfo):
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
+from segmodel.runtime import cpu_name
 
 
 def machine() -> dict:

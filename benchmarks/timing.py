@@ -10,6 +10,8 @@ from __future__ import annotations
 import statistics
 import time
 
+from segmodel.timing import timed_calls  # noqa: F401  (the one call timer, also the product's)
+
 
 def timed_rounds(variants: dict, rounds: int, steps: int) -> dict[str, float]:
     """Median seconds per training step of each variant.
@@ -30,17 +32,3 @@ def timed_rounds(variants: dict, rounds: int, steps: int) -> dict[str, float]:
             run_steps(steps + 1, [clock])
             times[name] += [b - a for a, b in zip(ends, ends[1:])]
     return {name: statistics.median(t) for name, t in times.items()}
-
-
-def timed_calls(calls: dict, rounds: int) -> dict:
-    """Median seconds of each zero-argument call: every call runs once untimed (trace,
-    allocate, warm caches), then all of them in turn, `rounds` times."""
-    for call in calls.values():
-        call()
-    times: dict = {key: [] for key in calls}
-    for _ in range(rounds):
-        for key, call in calls.items():
-            t = time.perf_counter()
-            call()
-            times[key].append(time.perf_counter() - t)
-    return {key: statistics.median(t) for key, t in times.items()}

@@ -10,7 +10,7 @@ import importlib
 import sys
 
 from .cli import FLAG_STYLE, normalize_flags
-from .errors import SegmodelError
+from .errors import ParamError, SegmodelError
 
 COMMAND_MODULES = ("segmodel.data.cli", "segmodel.report", "segmodel.export", "segmodel.retrain", "segmodel.predict")
 
@@ -39,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         return trial_main(argv[1:], prog="python -m segmodel train")
     argv = normalize_flags(argv)
     try:
-        args = build_parser().parse_args(argv)
+        head, rest = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+        args = build_parser().parse_args(head)
+        if rest and not getattr(args, "takes_trial_flags", False):
+            raise ParamError(f"{args.command} takes no trial flags after --: {' '.join(rest)}")
+        args.trial_flags = rest  # a trial's flags, passed through (retrain)
         return args.func(args) or 0
     except SegmodelError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

@@ -5,6 +5,10 @@ of every BatchNormalization that reads it, makes that channel exactly 0 wherever
 read, whatever the BN's moving statistics: the reference a thin rebuild must match
 (`masked_copy`), and what gradual channel pruning holds through training
 (`segmodel.gradual_channels`) before the rebuild at its end.
+
+The thin model (`channels.rebuild`) computes what the masked one does wherever the
+activations after a pruned conv map 0 to 0 (ReLU, linear, tanh...); after a sigmoid the
+removed channel's constant 0.5 is dropped rather than carried into the next layer's bias.
 """
 from __future__ import annotations
 

@@ -23,10 +23,7 @@ parameters, fewer FLOPs, a smaller file, faster everywhere, no masks left.
 
     thin = rebuild(model, plan(model, [{"sparsity": 0.5, "op_types": ["default"]}], "l1"))
 
-Before any fine-tuning `thin` computes what `channel_masks.masked_copy(model, plan)` computes
-(the removed filters zeroed) wherever the activations after a pruned conv map 0 to 0
-(ReLU, linear, tanh...); after a sigmoid the removed channel's constant 0.5 is
-dropped rather than carried into the next layer's bias.
+Before any fine-tuning `thin` computes what the masked model computes (channel_masks.py).
 """
 from __future__ import annotations
 
@@ -38,7 +35,7 @@ import numpy as np
 
 from .errors import ParamError
 from .params import ACTIVATION_CRITERIA, CRITERIA
-from .pruning import layer_targets
+from .pruning import entry_report, layer_choices
 
 # Layers that make new channels from all input channels; (input axis, output axis) of the kernel.
 PRODUCERS = {"Conv1D": (-2, -1), "Conv2D": (-2, -1), "Conv3D": (-2, -1), "Dense": (-2, -1),
@@ -69,6 +66,9 @@ class ChannelPlan:
     criterion: str
     channels: dict[str, int] = field(default_factory=dict)  # producer -> channels before pruning
     targets: tuple = ()                                      # the producers config_list selects
+    config_list: list = field(default_factory=list)
+    choices: dict = field(default_factory=dict)              # layer -> pruning.Choice
+    short: dict = field(default_factory=dict)                # producer -> why it kept more than asked
 
     @property
     def removed(self) -> dict[str, int]:
@@ -78,6 +78,17 @@ class ChannelPlan:
         """Measured: the fraction of the selected layers' output channels that were removed."""
         total = sum(self.channels[n] for n in self.targets)
         return {"channel_sparsity": sum(self.removed[n] for n in self.targets) / total if total else 0.0}
+
+    def achieved(self) -> list[dict]:
+        """Per config_list entry {asked, achieved}: the fraction of its layers' output
+        channels removed. Says on stderr (one line) where the dependency graph kept more
+        than an entry asked (ties, channels that reach an output)."""
+        def measure(names):
+            names = [n for n in names if n in self.channels]
+            short = "; ".join(self.short[n] for n in names if n in self.short)
+            return sum(self.removed[n] for n in names), sum(self.channels[n] for n in names), short
+
+        return entry_report(self.config_list, self.choices, measure, "channels")
 
 
 # ---- the graph --------------------------------------------------------------------------
@@ -265,13 +276,15 @@ def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1", cal
         raise ParamError(f"channel_criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
     if (criterion in ACTIVATION_CRITERIA or dead_only) and calibration is None:
         raise ParamError(f"channel_criterion {criterion} ranks by activations and needs calibration data")
-    targets = layer_targets(model, config_list) if config_list else {}
+    choices = layer_choices(model, config_list) if config_list else {}
+    targets = {n: c.sparsity for n, c in choices.items() if c.sparsity is not None}
     maps, ties, pinned, consumes, blockers, producers = _trace(model)
     stats, exact = None, {}
     if criterion in ACTIVATION_CRITERIA or dead_only:
         from .activations import removable_dead
         stats, exact = removable_dead(model, calibration, consumes, producers)
     keep: dict[str, np.ndarray] = {}
+    short: dict[str, str] = {}
     for members in tied_groups(producers, ties):
         channels = producers[members[0]]
         locked = {idx for p, idx in pinned if p in members}
@@ -290,9 +303,16 @@ def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1", cal
                 kept[candidates[:n_remove]] = False
         for m in members:
             keep[m] = np.flatnonzero(kept)
+            asked = int(channels * targets.get(m, 0.0))
+            if channels - len(keep[m]) < asked:
+                why = (f"tied by Add/Multiply to {', '.join(x for x in members if x != m)}, pruned at "
+                       f"{sparsity:.2f}" if sparsity < targets[m] else "the others are pinned: they reach a model "
+                       "output or a softmax, or are tied to channels nothing removes")
+                short[m] = f"{m} removed {channels - len(keep[m])} of {channels} channels, not {asked}: {why}"
 
     chosen = producers if dead_only else targets
-    return assemble(keep, consumes, blockers, producers, criterion, [n for n in producers if chosen.get(n)])
+    return assemble(keep, consumes, blockers, producers, criterion, [n for n in producers if chosen.get(n)],
+                    config_list=list(config_list or []), choices=choices, short=short)
 
 
 def tied_groups(producers: dict[str, int], ties: _UnionFind) -> list[list[str]]:
@@ -317,8 +337,9 @@ def check_blockers(blockers: list, removed) -> None:
                              f"{'them' if len(cut) > 1 else 'it'} in config_list")
 
 
-def assemble(keep: dict, consumes: dict, blockers: list, producers: dict, criterion: str, targets) -> ChannelPlan:
-    """The plan keeping `keep[producer]`: every consumer's input slice follows."""
+def assemble(keep: dict, consumes: dict, blockers: list, producers: dict, criterion: str, targets,
+             **fields) -> ChannelPlan:
+    """The plan keeping `keep[producer]`: every consumer's input slice follows (`fields`: ChannelPlan's others)."""
     keep_sets = {p: set(k.tolist()) for p, k in keep.items()}
 
     def alive(entry) -> bool:
@@ -328,7 +349,7 @@ def assemble(keep: dict, consumes: dict, blockers: list, producers: dict, criter
     inputs = {name: np.array([i for i, e in enumerate(entries) if alive(e)], int)
               for name, entries in consumes.items()}
     return ChannelPlan(keep=keep, inputs=inputs, criterion=criterion, channels=dict(producers),
-                       targets=tuple(targets))
+                       targets=tuple(targets), **fields)
 
 
 def dead_plan(model: keras.Model, calibration) -> ChannelPlan:
@@ -374,10 +395,3 @@ def rebuild(model: keras.Model, channel_plan: ChannelPlan) -> keras.Model:
         else:
             layer.set_weights(old.get_weights())
     return thin
-
-
-def prune(model: keras.Model, config_list: list[dict], criterion: str = "l1",
-          calibration=None) -> tuple[keras.Model, ChannelPlan]:
-    """plan + rebuild: the thin model (a new object: compile and fit that one) and its plan."""
-    channel_plan = plan(model, config_list, criterion, calibration)
-    return rebuild(model, channel_plan), channel_plan

@@ -33,7 +33,7 @@ from .channels import ChannelPlan, _scores, _trace, assemble, check_blockers, ti
 from .errors import ParamError
 from .flops import count_flops, layer_macs
 from .params import ACTIVATION_CRITERIA, CRITERIA, selection_only
-from .pruning import layer_targets
+from .pruning import layer_choices
 
 
 @dataclass
@@ -54,12 +54,23 @@ class TargetPlan(ChannelPlan):
     def stats(self) -> dict:
         return {**super().stats(), "flops_target": self.flops_target, "prune_target_met": int(self.reached)}
 
+    def achieved(self) -> list[dict]:
+        """Per config_list entry: nothing asked (the target decides), the fraction of its layers'
+        output channels removed."""
+        rows = []
+        for i in range(len(self.config_list)):
+            names = [n for n, c in self.choices.items() if c.entry == i and n in self.channels]
+            total = sum(self.channels[n] for n in names)
+            rows.append({"asked": None, "achieved": sum(self.removed[n] for n in names) / total if total else None})
+        return rows
 
-def selected(model: keras.Model, config_list: list[dict]) -> set[str]:
-    """The layers config_list lets go channels (op_types / op_names / exclude, NNI's last match)."""
+
+def selected(model: keras.Model, config_list: list[dict]) -> dict:
+    """Layer -> pruning.Choice for the layers config_list lets go channels (op_types / op_names /
+    exclude, NNI's last match): an excluded one's sparsity is None."""
     selection_only(config_list)
-    return set(layer_targets(model, [{**e, "sparsity": 0.0} if isinstance(e, dict) and not e.get("exclude")
-                                     else e for e in config_list]))
+    return layer_choices(model, [{**e, "sparsity": 0.0} if isinstance(e, dict) and not e.get("exclude")
+                                 else e for e in config_list])
 
 
 class _Group:
@@ -130,7 +141,8 @@ def target_plan(model: keras.Model, config_list: list[dict], criterion: str, flo
         raise ParamError(f"channel_criterion {criterion} ranks by activations and needs calibration data")
     if not 0 < flops_target <= 1 or not 0 <= floor <= 1:
         raise ParamError(f"need 0 < flops target <= 1 and 0 <= floor <= 1; got {flops_target}, {floor}")
-    chosen = selected(model, config_list)
+    choices = selected(model, config_list)
+    chosen = {n for n, c in choices.items() if c.sparsity is not None}
     maps, ties, pinned, consumes, blockers, producers = _trace(model)
     stats, exact = None, {}
     if calibration is not None:
@@ -173,5 +185,6 @@ def target_plan(model: keras.Model, config_list: list[dict], criterion: str, flo
 
     keep = {name: np.flatnonzero(owner[name].kept) if name in owner else np.arange(producers[name])
             for name in producers}
-    plan = assemble(keep, consumes, blockers, producers, criterion, [n for n in producers if n in chosen])
+    plan = assemble(keep, consumes, blockers, producers, criterion, [n for n in producers if n in chosen],
+                    config_list=list(config_list), choices=choices)
     return TargetPlan(**vars(plan), flops_target=flops_target, dense_flops=dense, flops=int(round(widths.flops)))

@@ -11,6 +11,10 @@ while the compiled metrics see only the probabilities, exactly as in plain train
 """
 from __future__ import annotations
 
+import json
+import zipfile
+from pathlib import Path
+
 import keras
 from keras import ops
 
@@ -29,6 +33,35 @@ def kd_loss(student_logits, teacher_logits, temperature: float):
     log_pt = ops.log_softmax(ops.cast(teacher_logits, "float32") / t, axis=-1)
     kl = ops.sum(ops.exp(log_pt) * (log_pt - log_ps), axis=-1)
     return (t * t) * ops.mean(kl)
+
+
+def check_teacher(path: str, patch_size: int, channels: int, classes: int) -> None:
+    """A --teacher that cannot teach this trial is a ParamError before any training: its
+    input (patch side, channels) and its `logits` classes, read from the .keras file's
+    config.json (a zip), without loading it. Otherwise it would fail after the dense phase."""
+    where = f"teacher {path!r}"
+    if not Path(path).is_file():
+        raise ParamError(f"{where}: no such file")
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = json.loads(z.read("config.json"))["config"]
+    except (zipfile.BadZipFile, KeyError, TypeError, ValueError, OSError):
+        raise ParamError(f"{where} is not a Keras .keras model file (a trial's model.keras is one)") from None
+    layers = {spec.get("name") or spec["config"].get("name"): spec for spec in config.get("layers", [])}
+    inputs = [spec["config"].get("batch_shape") for spec in layers.values() if spec.get("class_name") == "InputLayer"]
+    logits = layers.get("logits", {}).get("config", {})
+    if "filters" not in logits and "units" not in logits:
+        raise ParamError(f"{where} has no 'logits' layer; distillation needs the segmodel U-Net head "
+                         "(logits conv + softmax)")
+    shape = list(inputs[0][1:]) if len(inputs) == 1 and inputs[0] else None
+    want = [patch_size, patch_size, channels]
+    if shape is None or len(shape) != 3 or any(s is not None and s != w for s, w in zip(shape, want)):
+        side = "x".join("?" if s is None else str(s) for s in shape or []) or "other"
+        raise ParamError(f"{where} takes {side} images, this trial's patches are {patch_size}x{patch_size}x"
+                         f"{channels} (--patch_size {patch_size}): give a teacher trained on the same patches")
+    if logits.get("filters", logits.get("units")) != classes:
+        raise ParamError(f"{where} predicts {logits.get('filters', logits.get('units'))} classes, "
+                         f"this trial {classes}")
 
 
 def logits_view(model: keras.Model, role: str) -> keras.Model:

@@ -13,6 +13,7 @@ wherever one trial is enough (export): see `load_trial_folder`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -73,6 +74,12 @@ class Trial:
             except (OSError, json.JSONDecodeError):
                 pass
         return dict(self.final)
+
+    @property
+    def diverged(self) -> str:
+        """Why the trial's training diverged ("" if it did not); such a trial saved no model."""
+        m = self.metrics
+        return (m.get("diverged_reason") or "its loss or weights became NaN") if m.get("diverged") else ""
 
     @property
     def duration_s(self) -> float | None:
@@ -177,57 +184,103 @@ def find(experiment: str | os.PathLike) -> Path:
 def load(experiment: str | os.PathLike) -> Experiment:
     """Read an experiment's config and trials (safe while it runs)."""
     folder = find(experiment)
-    db = folder / "db" / "nni.sqlite"
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-        try:
-            profile = conn.execute("SELECT params, id, startTime FROM ExperimentProfile "
-                                   "ORDER BY revision DESC LIMIT 1").fetchone()
-            events = conn.execute("SELECT timestamp, trialJobId, event, data, logPath, sequenceId, message "
-                                  "FROM TrialJobEvent ORDER BY timestamp, rowid").fetchall()
-            metrics = conn.execute("SELECT trialJobId, type, sequence, data FROM MetricData "
-                                   "ORDER BY timestamp, rowid").fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error as e:
-        raise ExperimentError(f"cannot read {db}: {e}") from None
+    table = TrialTable(folder).refresh()
+    profile = table.profile()
     config = json.loads(profile[0]) if profile and profile[0] else {}
     exp_id = profile[1] if profile else folder.name
-    trials: dict[str, Trial] = {}
-    for ts, tid, event, data, log_path, seq, message in events:
-        t = trials.setdefault(tid, Trial(tid))
-        if seq is not None and seq >= 0:
-            t.sequence = seq
-        if data and not t.parameters:  # the hyperparameters come with WAITING or RUNNING
-            t.parameters, t.parameter_id = _parameters(data)
-        if event == "RUNNING":
-            t.start_ms = ts
-        elif event in ENDED:
-            t.end_ms = ts
-        if event not in ("ADD_CUSTOMIZED", "ADD_HYPERPARAMETER"):
-            t.status = event
-        if log_path:
-            t.dir = _trial_dir(folder, tid, log_path)
-        if message:
-            t.message = message
-    for tid, kind, _seq, data in metrics:
-        t = trials.setdefault(tid, Trial(tid))
-        value = _decode(data)
-        if kind == "FINAL":
-            t.final = value if isinstance(value, dict) else {"default": value}
-        else:
-            t.intermediate.append(value if isinstance(value, dict) else {"default": value})
-    killed = _killed_by_assessor(folder)
     told = read_told(folder)
-    for t in trials.values():
+    for t in table.trials.values():
         t.told = told.get(t.id)
-        if t.dir is None:
-            t.dir = _trial_dir(folder, t.id, None)
-        if t.status == "USER_CANCELED" and t.id in killed:
-            t.status = "EARLY_STOPPED"
+        t.dir = _trial_dir(folder, t.id, table.log_paths.get(t.id))
     status = (_registry().get(exp_id) or {}).get("status", "")
-    return Experiment(exp_id, folder, config, sorted(trials.values(), key=lambda t: t.sequence), status,
+    return Experiment(exp_id, folder, config, sorted(table.trials.values(), key=lambda t: t.sequence), status,
                       profile[2] if profile else None)
+
+
+class TrialTable:
+    """An experiment's trials as NNI's database and manager log hold them, read incrementally.
+
+    The manager only appends (TrialJobEvent and MetricData rows, nnimanager.log lines), so
+    `refresh()` reads what came after the last row and log line it saw: the tuner adapter
+    calls it at every trial end, and a full re-read grows with the experiment."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.db = self.folder / "db" / "nni.sqlite"
+        self.trials: dict[str, Trial] = {}
+        self.log_paths: dict[str, str] = {}   # trial id -> the log path its last event named
+        self.killed: set[str] = set()         # trials the assessor stopped (_KILLED)
+        self._rowids = (0, 0)                 # last TrialJobEvent, MetricData rowid read
+        self._log_offset = 0                  # bytes of nnimanager.log read (whole lines only)
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+
+    def profile(self) -> tuple | None:
+        """(params, id, startTime) of the experiment's latest profile revision."""
+        try:
+            with contextlib.closing(self._connect()) as conn:
+                return conn.execute("SELECT params, id, startTime FROM ExperimentProfile "
+                                    "ORDER BY revision DESC LIMIT 1").fetchone()
+        except sqlite3.Error as e:
+            raise ExperimentError(f"cannot read {self.db}: {e}") from None
+
+    def refresh(self) -> "TrialTable":
+        try:
+            with contextlib.closing(self._connect()) as conn:
+                events = conn.execute("SELECT rowid, timestamp, trialJobId, event, data, logPath, sequenceId, message "
+                                      "FROM TrialJobEvent WHERE rowid > ? ORDER BY rowid", self._rowids[:1]).fetchall()
+                metrics = conn.execute("SELECT rowid, trialJobId, type, data FROM MetricData "
+                                       "WHERE rowid > ? ORDER BY rowid", self._rowids[1:]).fetchall()
+        except sqlite3.Error as e:
+            raise ExperimentError(f"cannot read {self.db}: {e}") from None
+        self._rowids = (events[-1][0] if events else self._rowids[0], metrics[-1][0] if metrics else self._rowids[1])
+        for _, ts, tid, event, data, log_path, seq, message in events:
+            t = self.trials.setdefault(tid, Trial(tid))
+            if seq is not None and seq >= 0:
+                t.sequence = seq
+            if data and not t.parameters:  # the hyperparameters come with WAITING or RUNNING
+                t.parameters, t.parameter_id = _parameters(data)
+            if event == "RUNNING":
+                t.start_ms = ts
+            elif event in ENDED:
+                t.end_ms = ts
+            if event not in ("ADD_CUSTOMIZED", "ADD_HYPERPARAMETER"):
+                t.status = event
+            if log_path:
+                self.log_paths[tid] = log_path
+            if message:
+                t.message = message
+        for _, tid, kind, data in metrics:
+            t = self.trials.setdefault(tid, Trial(tid))
+            value = _decode(data)
+            if kind == "FINAL":
+                t.final = value if isinstance(value, dict) else {"default": value}
+            else:
+                t.intermediate.append(value if isinstance(value, dict) else {"default": value})
+        self._read_kills()
+        for tid in self.killed:
+            if tid in self.trials and self.trials[tid].status == "USER_CANCELED":
+                self.trials[tid].status = "EARLY_STOPPED"
+        return self
+
+    def _read_kills(self) -> None:
+        """Trials the assessor stopped. NNI 3.0 records them as USER_CANCELED; only the
+        manager's log (`received command from dispatcher: KI, "<id>"`) tells them apart."""
+        try:
+            with open(self.folder / "log" / "nnimanager.log", "rb") as f:
+                if os.fstat(f.fileno()).st_size < self._log_offset:
+                    self._log_offset = 0  # a new log: read it from the start
+                f.seek(self._log_offset)
+                new = f.read()
+        except OSError:
+            return
+        whole = new[:new.rfind(b"\n") + 1]  # a line still being written is read next time
+        self._log_offset += len(whole)
+        self.killed.update(_KILLED.findall(whole.decode(errors="replace")))
+
+
+_KILLED = re.compile(r'received command from dispatcher: KI, "([^"]+)"')
 
 
 def read_told(folder: Path) -> dict[str, dict]:
@@ -246,17 +299,6 @@ def read_told(folder: Path) -> dict[str, dict]:
         if isinstance(record, dict) and record.get("trial"):
             told.setdefault(record["trial"], record)
     return told
-
-
-def _killed_by_assessor(folder: Path) -> set[str]:
-    """Trials the assessor stopped. NNI 3.0 records them as USER_CANCELED; only the
-    manager's log (`received command from dispatcher: KI, "<id>"`) tells them apart."""
-    log = folder / "log" / "nnimanager.log"
-    try:
-        text = log.read_text(errors="replace")
-    except OSError:
-        return set()
-    return set(re.findall(r'received command from dispatcher: KI, "([^"]+)"', text))
 
 
 def _parameters(data: str) -> tuple[dict, int | None]:

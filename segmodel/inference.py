@@ -98,17 +98,24 @@ class TFLiteRunner(Runner):
     """The TFLite interpreter, quantizing the input and dequantizing the output
     when the file has integer I/O (scale and zero point read from the file).
 
-    TFLite applies its XNNPACK delegate by default. Creating or resizing the delegate's
-    runtime occasionally fails ("failed to create XNNPACK runtime", seen while another
-    process was starting); a measurement must not die on that, so the runner says so in
-    one line on stderr and goes on with TFLite's own kernels (same results, slower)."""
+    TFLite applies its XNNPACK delegate by default. When the delegate cannot be made
+    (XNNPACK refuses a node: "failed to create XNNPACK runtime"; or it failed while
+    another process was starting) a measurement must not die on that: the runner says
+    so in one line on stderr and goes on with TFLite's own kernels (same results,
+    slower). `delegation` says which runtime ran, from the interpreter's graph.
+
+    A file with a fixed batch (segmodel's exports: batch 1) is fed in chunks of that
+    batch; one with a free batch is resized to each call's batch."""
 
     def __init__(self, path: Path | bytes, threads: int | None = None, xnnpack: bool = True):
         """`path`: a .tflite file, or a converted model's bytes (what the benches time)."""
         self.content = path if isinstance(path, bytes) else None
         self.path, self.threads = Path("model.tflite" if self.content else path), threads or _cores()
         self.xnnpack = xnnpack
+        self.delegate_error: str | None = None
         self.interpreter = self._open()
+        signature = self.input.get("shape_signature", self.input["shape"])
+        self.fixed_batch = int(signature[0]) if int(signature[0]) > 0 else None
         self._batch = int(self.input["shape"][0])
         self.patch_size = int(self.input["shape"][1])
         self.n_classes = int(self.output["shape"][-1])
@@ -137,12 +144,30 @@ class TFLiteRunner(Runner):
         except RuntimeError as e:
             if not self.xnnpack:
                 raise
+            self.delegate_error = " ".join(str(e).split())[:200]
             print(f"warning: {self.path.name}: XNNPACK delegate failed ({str(e).splitlines()[0][:120]}); "
                   "running without it", file=sys.stderr)
             self.xnnpack = False
             self.interpreter = self._open()
             self._batch = None  # not allocated yet: the next call resizes and allocates
+            if self.fixed_batch:
+                self.interpreter.allocate_tensors()
+                self._batch = self.fixed_batch
             return step()
+
+    @property
+    def delegation(self) -> dict:
+        """Which runtime runs the file: `runtime` "xnnpack" (every node delegated), "xnnpack
+        partial" or "builtin"; `delegated_ops` of `ops`; the nodes left out; the delegate's error."""
+        ops = self.interpreter._get_ops_details()  # noqa: SLF001 - the graph, as the interpreter holds it
+        delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
+        plain = [op for op in ops if op["op_name"] != "DELEGATE"]
+        covered = delegated_nodes(plain, delegates) if self.xnnpack else set()
+        # with nothing delegated, every node is left out: the delegate's error says why
+        left = [f"{op['op_name']} node {op['index']}" for op in plain if covered and op["index"] not in covered]
+        runtime = "builtin" if not covered else "xnnpack" if not left else "xnnpack partial"
+        return {"runtime": runtime, "delegated_ops": len(covered), "ops": len(plain),
+                "not_delegated": left, "delegate_error": self.delegate_error}
 
     def _resize(self, batch: int):
         self.interpreter.resize_tensor_input(self.input["index"], [batch, *self.input["shape"][1:]])
@@ -152,11 +177,25 @@ class TFLiteRunner(Runner):
         self.output = self.interpreter.get_output_details()[0]
 
     def _invoke(self, x):
+        if self.fixed_batch:
+            return self._invoke_in_chunks(x, self.fixed_batch)
         if self._batch != len(x):
             self._resize(len(x))
         self.interpreter.set_tensor(self.input["index"], x)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output["index"])
+
+    def _invoke_in_chunks(self, x, batch: int):
+        """A fixed-batch file: `batch` images per call, the last chunk padded by repeating its images."""
+        outs = []
+        for start in range(0, len(x), batch):
+            chunk = x[start:start + batch]
+            if len(chunk) < batch:
+                chunk = chunk[np.arange(batch) % len(chunk)]
+            self.interpreter.set_tensor(self.input["index"], np.ascontiguousarray(chunk))
+            self.interpreter.invoke()
+            outs.append(self.interpreter.get_tensor(self.output["index"])[:len(x) - start])
+        return np.concatenate(outs)
 
     def probabilities(self, x):
         x = np.asarray(x, np.float32)
@@ -169,6 +208,27 @@ class TFLiteRunner(Runner):
             scale, zero = self.output["quantization"]
             y = (y.astype(np.float32) - zero) * scale
         return np.asarray(y, np.float32)
+
+
+def delegated_nodes(plain: list[dict], delegates: list[dict]) -> set[int]:
+    """Indices of the original nodes a delegate replaced. TFLite keeps the original nodes
+    and appends one node per delegated partition, whose inputs and outputs are the
+    partition's boundary: walking back from its outputs to its inputs finds its nodes."""
+    producer = {int(t): op for op in plain for t in op["outputs"]}
+    covered: set[int] = set()
+    for d in delegates:
+        boundary = {int(t) for t in d["inputs"]}
+        stack = [int(t) for t in d["outputs"]]
+        seen: set[int] = set()
+        while stack:
+            t = stack.pop()
+            if t in seen or t in boundary or t not in producer:
+                continue
+            seen.add(t)
+            op = producer[t]
+            covered.add(int(op["index"]))
+            stack += [int(u) for u in op["inputs"] if u >= 0]
+    return covered
 
 
 def _cores() -> int:

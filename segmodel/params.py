@@ -71,8 +71,9 @@ class Params:
                                    "(and at least 1); channels that never fire on the calibration patches may go "
                                    "below it")
     allocation: str = _p("global", "weight mode: how sparsity is shared between layers: global (one magnitude "
-                                   "ranking, first and last weighted layer kept dense if small) | uniform (every "
-                                   "layer alike, as NNI's LevelPruner)",
+                                   "ranking per config_list entry, first and last weighted layer kept dense if "
+                                   "small and not named in op_names) | uniform (every layer alike, as NNI's "
+                                   "LevelPruner)",
                          choices=ALLOCATIONS)
     schedule: str = _p("oneshot", "when to prune: " + " | ".join(SCHEDULES), choices=SCHEDULES)
     prune_config: str = _p("", "NNI config_list as JSON (overrides --sparsity), or a path to a JSON file")

@@ -57,6 +57,8 @@ def main(args: argparse.Namespace) -> int:
     patch = args.patch_size or runner.patch_size
     if not patch:
         raise PredictError(f"{args.model} accepts any input size: give --patch-size")
+    if runner.patch_size and patch != runner.patch_size:
+        raise PredictError(f"{args.model} takes {runner.patch_size}px tiles only: drop --patch-size {patch}")
     palette = class_palette(Path(args.model), args.palette)
     names, lut = palette.names, palette.colors
     if runner.n_classes and runner.n_classes != len(names):
@@ -77,8 +79,21 @@ def main(args: argparse.Namespace) -> int:
         tiles = -(-h // patch) * -(-w // patch)
         print(f"[{n}/{len(images)}] {path.name}: {w}x{h}, {tiles} tiles of {patch}px, "
               f"{time.time() - started:.1f}s -> {mask_path.name} ({top})", flush=True)
+        if n == 1:
+            say_runtime(runner, Path(args.model).name)
     print(f"wrote {2 * len(images)} files to {out}", file=sys.stderr)
     return 0
+
+
+def say_runtime(runner, name: str) -> None:
+    """One stderr line after the first image: which runtime ran a TFLite file (it can
+    only be known once the delegate was prepared and run)."""
+    if not hasattr(runner, "delegation"):
+        return
+    from .tflite_speed import delegate_note
+    d = runner.delegation
+    note = delegate_note(name, d)
+    print(f"warning: {note}" if note else f"{name}: XNNPACK runs all {d['ops']} ops", file=sys.stderr, flush=True)
 
 
 def class_palette(model_path: Path, palette_file: str | None) -> Palette:

@@ -15,6 +15,9 @@ traced (graph-mode) train step: pruned weights stay exactly zero, and after
 """
 from __future__ import annotations
 
+import sys
+from typing import NamedTuple
+
 import keras
 import numpy as np
 from keras import ops
@@ -43,15 +46,23 @@ def weighted_layers(model: keras.Model) -> list:
     return [layer for layer in walk_layers(model) if prunable_weights(layer)]
 
 
-def layer_targets(model: keras.Model, config_list: list[dict]) -> dict[str, float]:
-    """Map layer name -> target sparsity, NNI's rule: for each layer the last entry that
-    matches it decides; if that entry has `exclude: True` the layer is not pruned.
-    An entry matches a layer when the layer's class is in `op_types` ('default' = the
-    weighted layers) and its name is in `op_names`, whichever of the two are given."""
+class Choice(NamedTuple):
+    """What config_list decides for one layer: the deciding entry, its sparsity (None:
+    excluded) and whether that entry names the layer in op_names."""
+    entry: int
+    sparsity: float | None
+    named: bool
+
+
+def layer_choices(model: keras.Model, config_list: list[dict]) -> dict[str, Choice]:
+    """Map layer name -> Choice, NNI's rule: for each layer the last entry that matches it
+    decides; if that entry has `exclude: True` the layer is not pruned. An entry matches a
+    layer when the layer's class is in `op_types` ('default' = the weighted layers) and its
+    name is in `op_names`, whichever of the two are given."""
     if not isinstance(config_list, (list, tuple)):
         raise ParamError(f"config_list must be a list of dicts, got {type(config_list).__name__}")
     layers = weighted_layers(model)
-    targets: dict[str, float | None] = {}
+    choices: dict[str, Choice] = {}
     for i, entry in enumerate(config_list):
         sparsity, op_types, op_names, exclude = _check_entry(i, entry)
         matched = 0
@@ -61,17 +72,43 @@ def layer_targets(model: keras.Model, config_list: list[dict]) -> dict[str, floa
             if op_names is not None and layer.name not in op_names:
                 continue
             matched += 1
-            targets[layer.name] = None if exclude else sparsity
+            choices[layer.name] = Choice(i, None if exclude else sparsity, op_names is not None)
         if matched == 0:
             kinds = sorted({type(layer).__name__ for layer in layers})
             raise ParamError(f"config_list[{i}] matches no layer with weights in model {model.name!r} "
                              f"(op_types={entry.get('op_types')}, op_names={entry.get('op_names')}); "
                              f"its weighted layer types are {kinds}")
-    names = [layer.name for layer in layers if targets.get(layer.name) is not None]
-    if len(names) != len(set(names)):
+    names = [layer.name for layer in layers if layer.name in choices]
+    pruned = [n for n in names if choices[n].sparsity is not None]
+    if len(pruned) != len(set(pruned)):
         raise ParamError(f"model {model.name!r} has several weighted layers with the same name; "
                          "rename them to prune by config_list")
-    return {name: targets[name] for name in names}
+    return {name: choices[name] for name in names}
+
+
+def layer_targets(model: keras.Model, config_list: list[dict]) -> dict[str, float]:
+    """Map layer name -> target sparsity of every layer config_list prunes (layer_choices)."""
+    return {n: c.sparsity for n, c in layer_choices(model, config_list).items() if c.sparsity is not None}
+
+
+def entry_report(config_list: list[dict], choices: dict[str, Choice], measure, what: str) -> list[dict]:
+    """Per config_list entry {asked, achieved}: its sparsity, and `measure(names)` =
+    (removed, total, short) over the layers it decides, `short` naming any that kept
+    more than asked, with why. An entry that decides no layer (all taken by later
+    entries) achieved None. Where an entry got less than asked (beyond rounding), one
+    line on stderr says so."""
+    rows, lowered = [], []
+    for i, entry in enumerate(config_list):
+        names = [n for n, c in choices.items() if c.entry == i]
+        asked = 0.0 if entry.get("exclude") else float(entry.get("sparsity", entry.get("sparsity_per_layer")))
+        removed, total, short = measure(names) if names else (0, 0, "")
+        achieved = removed / total if total else None
+        rows.append({"asked": asked, "achieved": achieved})
+        if short:
+            lowered.append(f"config_list[{i}] asked {asked:.2f} of the {what}, achieved {achieved:.3f} ({short})")
+    if lowered:
+        print("warning: pruning got less than asked: " + "; ".join(lowered), file=sys.stderr, flush=True)
+    return rows
 
 
 def _check_entry(i: int, entry) -> tuple[float, set | None, set | None, bool]:
@@ -167,12 +204,13 @@ PROTECT_FRACTION = 0.01
 
 
 def protected_layers(model: keras.Model, names) -> set[str]:
-    """The stated rule of global allocation: the first and the last weighted layer stay
-    dense when small, each at most PROTECT_FRACTION of the named layers' weights. In the
-    U-Net the first conv reads the 3 image channels (432 weights) and the 1x1 head writes
-    the classes (96): tiny layers every pixel's prediction goes through, where a pruned
-    weight costs the most and saves the least. Together they are then at most 2%, so any
-    target up to 98% is still reached exactly by the other layers."""
+    """The stated rule of global allocation, for the layers one config_list entry selects
+    by op_types: the first and the last weighted layer stay dense when small, each at most
+    PROTECT_FRACTION of those layers' weights. In the U-Net the first conv reads the 3
+    image channels (432 weights) and the 1x1 head writes the classes (96): tiny layers
+    every pixel's prediction goes through, where a pruned weight costs the most and saves
+    the least. Together they are then at most 2%, so any target up to 98% is still reached
+    exactly by the other layers. A layer named in op_names is never protected (Pruner)."""
     by_name = {layer.name: layer for layer in weighted_layers(model)}
     size = {n: sum(int(np.prod(w.shape)) for w in prunable_weights(by_name[n])) for n in names}
     order = list(by_name)  # the model's ends, not those of the selection: excluding them protects no others
@@ -183,41 +221,52 @@ def protected_layers(model: keras.Model, names) -> set[str]:
 class Pruner:
     """Applies `config_list` to `model`: prune(), then masks hold until strip().
 
-    allocation "uniform" (NNI's LevelPruner, the seed's): every layer loses its own
-    target fraction. "global" (NNI 2.x's `total_sparsity`): layers that share a target
-    are ranked together by magnitude under one threshold, so each layer loses what its
-    weights deserve and their overall sparsity is exactly the target; the protected
-    layers (`protected_layers`) take part in the count but keep all their weights, so the
-    others lose that much more.
+    allocation "global" (NNI 2.x's `total_sparsity`; what trials use, Params.allocation):
+    the layers one entry selects by op_types are ranked together by magnitude under one
+    threshold, so each layer loses what its weights deserve and together they lose exactly
+    the entry's sparsity; the protected layers among them (`protected_layers`) take part in
+    the count but keep all their weights, so the others lose that much more. A layer named
+    in an entry's op_names gets exactly that entry's sparsity, ranked alone, and is never
+    protected. "uniform" (NNI's LevelPruner, the seed's): every weight loses its own
+    target fraction. `achieved()` gives each entry's sparsity as measured.
 
-    The class defaults to NNI's per-layer rule; a trial passes Params.allocation (global).
     Call prune() (any fraction, 0.0 included) before the model is compiled and fit:
     Keras reads each variable's constraint when it traces the train step."""
 
-    def __init__(self, model: keras.Model, config_list: list[dict], allocation: str = "uniform"):
+    def __init__(self, model: keras.Model, config_list: list[dict], allocation: str = "global"):
         if allocation not in ALLOCATIONS:
             raise ParamError(f"allocation must be one of {', '.join(ALLOCATIONS)}; got {allocation!r}")
-        self.model, self.allocation = model, allocation
-        self.targets = layer_targets(model, config_list)
+        self.model, self.allocation, self.config_list = model, allocation, list(config_list)
+        self.choices = layer_choices(model, config_list)
+        self.targets = {n: c.sparsity for n, c in self.choices.items() if c.sparsity is not None}
         by_name = {layer.name: layer for layer in weighted_layers(model)}
-        self.protected = protected_layers(model, self.targets) if allocation == "global" else set()
-        # groups of (weights, target): one magnitude ranking each
-        weights = [(w, s, name) for name, s in self.targets.items() for w in prunable_weights(by_name[name])]
+        # pools of layers ranked together: (names, target, entry)
         if allocation == "uniform":
-            self._groups = [([w], s) for w, s, _ in weights]
+            pools = [([n], s, self.choices[n].entry) for n, s in self.targets.items()]
         else:
-            by_target: dict[float, list] = {}
-            for w, s, _ in weights:
-                by_target.setdefault(s, []).append(w)
-            self._groups = [(ws, s) for s, ws in by_target.items()]
-        self._protected = {id(w) for w, _, name in weights if name in self.protected}
+            shared: dict[int, list[str]] = {}
+            for n in self.targets:
+                if not self.choices[n].named:
+                    shared.setdefault(self.choices[n].entry, []).append(n)
+            pools = [(names, self.targets[names[0]], i) for i, names in shared.items()]
+            pools += [([n], s, self.choices[n].entry) for n, s in self.targets.items() if self.choices[n].named]
+        self.protected = set() if allocation == "uniform" else \
+            set().union(*(protected_layers(model, names) for names, _, _ in pools if len(names) > 1))
+        self._groups = []  # (weights, target, entry): one magnitude ranking each
+        for names, target, entry in pools:
+            weights = [w for n in names for w in prunable_weights(by_name[n])]
+            if allocation == "uniform":
+                self._groups += [([w], target, entry) for w in weights]
+            else:
+                self._groups.append((weights, target, entry))
+        self._protected = {id(w) for n in self.protected for w in prunable_weights(by_name[n])}
         self.masks: dict[str, keras.Variable] = {}  # weight path -> mask variable
         self.fraction = 0.0
 
     @property
     def weights(self) -> list:
         """The weight variables under the masks, protected ones included."""
-        return [w for group, _ in self._groups for w in group]
+        return [w for group, _, _ in self._groups for w in group]
 
     @property
     def attached(self) -> bool:
@@ -226,7 +275,7 @@ class Pruner:
     def prune(self, fraction: float = 1.0) -> None:
         """Recompute masks from current magnitudes at `fraction` of each target sparsity.
         Weights already pruned have magnitude 0, so they stay pruned."""
-        for group, target in self._groups:
+        for group, target, _ in self._groups:
             values = [w.numpy() for w in group]
             for w, v, mask in zip(group, values, self._group_masks(group, values, target * fraction)):
                 hold(self.masks, w, mask, v)
@@ -244,6 +293,30 @@ class Pruner:
         keep = iter(np.split(prune_smallest(flat, k), np.cumsum([v.size for v in free])[:-1]))
         return [np.ones(v.shape, dtype=bool) if id(w) in self._protected else next(keep).reshape(v.shape)
                 for w, v in zip(group, values)]
+
+    def achieved(self) -> list[dict]:
+        """Per config_list entry {asked, achieved}: achieved = the fraction of zeros its
+        layers' weights hold now, measured. Says on stderr (one line) where an entry got
+        less than asked: protected layers left too few weights to reach it, or an AGP
+        schedule ended short of its target."""
+        by_name = {layer.name: layer for layer in weighted_layers(self.model)}
+
+        def measure(names):
+            values = [w.numpy() for n in names for w in prunable_weights(by_name[n])]
+            zeros, total = sum(int(np.count_nonzero(v == 0)) for v in values), sum(v.size for v in values)
+            entry = self.choices[names[0]].entry
+            expected = sum(int(sum(int(np.prod(w.shape)) for w in g) * t) for g, t, e in self._groups if e == entry)
+            kept = sorted(set(names) & self.protected)
+            if zeros >= expected:
+                short = ""
+            elif self.fraction < 1:
+                short = f"its schedule reached {self.fraction:.2f} of the target"
+            else:
+                short = (f"{', '.join(kept) or 'protected layers'} kept dense: global allocation protects the "
+                         "model's first and last layer unless op_names names them")
+            return zeros, total, short
+
+        return entry_report(self.config_list, self.choices, measure, "weights")
 
     def strip(self) -> keras.Model:
         """Fold the masks into the weights and give back the original constraints:

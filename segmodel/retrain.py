@@ -1,4 +1,4 @@
-"""`python -m segmodel retrain EXPERIMENT [--trial ID] [--out DIR] [-- TRIAL FLAGS]`:
+"""`python -m segmodel retrain EXPERIMENT [--trial ID] [--out DIR] [-- TRIAL_FLAGS...]`:
 take the winner home at full quality.
 
 An NNI experiment tunes at low fidelity (few epochs a trial), which is right for search
@@ -30,9 +30,7 @@ def register(subparsers) -> None:
                    help="final-result key that picks the best trial (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="folder for the retrained trial (default: ./retrain-<experiment>)")
-    p.add_argument("trial_flags", nargs="*", metavar="-- TRIAL_FLAGS",
-                   help="trial flags that override the trial's, after --: -- --epochs 12 --sparsity 0.9")
-    p.set_defaults(func=main)
+    p.set_defaults(func=main, takes_trial_flags=True)  # after --: -- --epochs 12 --sparsity 0.9
 
 
 def retrain_params(trial_params: dict, out: Path, flags: list[str]):
@@ -50,6 +48,9 @@ def main(args: argparse.Namespace) -> int:
     from . import experiments, nni_bridge
 
     trial, exp = experiments.select_trial(args.experiment, args.trial, args.metric)
+    if trial.diverged and not args.trial_flags:
+        raise ParamError(f"trial {trial.id} diverged ({trial.diverged}): its parameters would diverge again; "
+                         "change them with trial flags after -- (e.g. -- --learning-rate 1e-4)")
     args.out = args.out or default_out("retrain", exp.id if exp else args.experiment)
     params = retrain_params(json.loads(trial.file("params.json").read_text()), args.out, args.trial_flags)
     before = trial.metrics

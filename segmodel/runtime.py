@@ -24,6 +24,17 @@ CONCURRENCY_ENV = "SEGMODEL_TRIAL_CONCURRENCY"
 
 # ---- precision -----------------------------------------------------------------------
 
+def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU a figure was measured on (`lscpu`'s Model name)."""
+    try:
+        for line in open(cpuinfo):
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def cpu_supports_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """AVX512-BF16 or AMX-BF16 in the CPU flags: oneDNN runs bfloat16 matmuls/convs natively."""
     try:

@@ -29,8 +29,8 @@ from . import activations, nni_bridge, runtime
 from .artifacts import tensorboard_writer, write_trial_artifacts
 from .callbacks import DivergenceGuard, EpochReporter, History
 from .compression import Compression
-from .distill import Distiller
-from .errors import ParamError, TrainingDiverged
+from .distill import Distiller, check_teacher
+from .errors import TrainingDiverged
 from .files import gzip_size, save_model_atomic, write_json_atomic
 from .flops import count_flops
 from .losses import task_loss
@@ -46,8 +46,8 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     precision = runtime.configure(params)
-    if params.kd and params.teacher and not Path(params.teacher).is_file():
-        raise ParamError(f"teacher: no such file {params.teacher!r}")
+    if params.kd and params.teacher:  # its input and classes, from the file's config, before any training
+        check_teacher(params.teacher, params.patch_size, 3, len(params.class_weights))
     splits = datasets.load(params)
     model = build_model(params, splits.n_classes)
     dense_size = {"dense_params": model.count_params(), "dense_flops": count_flops(model)}
@@ -75,6 +75,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
         metrics = {"default": 0.0, "diverged": 1, "diverged_reason": str(e),
                    "duration_s": round(time.time() - started, 1)}
         history.write_csv(out / "history.csv")
+        write_json_atomic(out / "params.json", params.to_dict())  # what diverged: retrain can say so
         write_json_atomic(out / "metrics.json", metrics)
         reporter.final(_numeric(metrics))
         return metrics

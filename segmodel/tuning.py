@@ -18,8 +18,11 @@ validator. When a trial ends without a final result the wrapped tuner receives i
 result, `told_value()`: a stopped or canceled trial its last intermediate `default`
 (what it was worth when stopped; Optuna feeds pruned trials to its TPE the same way);
 a failed one `worst` (default 0.0 = the lowest accuracy or IoU, below any real result).
-The trial's history is read from NNI's own database, where the manager stores each metric
-before passing it on and a trial's end before sending TRIAL_END. On `nnictl resume` these
+The trial's history is read from NNI's own database (incrementally: experiments.TrialTable),
+where the manager stores each metric before passing it on and a trial's end before sending
+TRIAL_END. A SUCCEEDED trial is told only its final result: NNI may hand over its TRIAL_END
+first (the dispatcher handles it on another thread), so its trial_end is held until the
+final arrives. On `nnictl resume` these
 trials are replayed to the tuner too (NNI's resume imports only succeeded ones). Every
 value told is appended to `<experiment>/checkpoint/tuner_told.jsonl`, which
 `python -m segmodel report` shows.
@@ -85,6 +88,9 @@ class InformedTuner(Tuner):
         self.folder = Path(checkpoint).parent if checkpoint else None
         self.told: dict[int, dict] = {}  # parameter id -> what the tuner was told, this run
         self._lock = threading.Lock()    # the dispatcher calls trial_end and the rest from two threads
+        self._table = experiments.TrialTable(self.folder) if self.folder else None
+        self._held: dict[int, dict] = {}  # SUCCEEDED trials whose final result is not in yet -> trial_end kwargs
+        self._released: set[int] = set()  # held trials given up on (no final came)
         self._replayed = False
 
     # ---- what NNI's dispatcher calls ----------------------------------------------------
@@ -108,13 +114,20 @@ class InformedTuner(Tuner):
         with self._lock:
             if parameter_id is not None and parameter_id in self.told:
                 return  # trial_end came first and already told the tuner this result
+            if parameter_id in self._released:
+                _logger.warning("final result of parameter id %s came after its trial was given up; not told",
+                                parameter_id)
+                return
             self.base.receive_trial_result(parameter_id, parameters, value, **kwargs)
             self._record(parameter_id, kwargs.get("trial_job_id"), extract_scalar_reward(value), "final")
+            if parameter_id in self._held:  # its trial_end came first: pass it on now
+                self.base.trial_end(parameter_id, True, **self._held.pop(parameter_id))
 
     def trial_end(self, parameter_id, success, **kwargs):
         with self._lock:
             if parameter_id is not None and parameter_id not in self.told:
-                self._tell_ended(parameter_id)
+                if self._tell_ended(parameter_id, success, kwargs):
+                    return  # held until its final result arrives
             # A tuner that got a result must not treat the trial as lost (Evolution would
             # pop it a second time and raise KeyError).
             self.base.trial_end(parameter_id, success or parameter_id in self.told, **kwargs)
@@ -126,27 +139,49 @@ class InformedTuner(Tuner):
     # ---- stopped and failed trials ------------------------------------------------------
 
     def trials(self) -> list[Trial]:
-        """The experiment's trials as NNI's database holds them now (segmodel.experiments)."""
-        return experiments.load(self.folder).trials if self.folder else []
+        """The experiment's trials as NNI's database holds them now (read incrementally)."""
+        return list(self._table.refresh().trials.values()) if self._table else []
 
-    def _tell_ended(self, parameter_id: int) -> None:
+    def _tell_ended(self, parameter_id: int, success: bool, kwargs: dict) -> bool:
+        """Tell the tuner about an ended trial that sent no final result yet; True if it is
+        held instead: a SUCCEEDED trial is told only its final result, which NNI may
+        deliver after TRIAL_END (two dispatcher threads; and the manager may send
+        TRIAL_END while it is still storing the final)."""
         try:
-            found = [t for t in self.trials() if t.parameter_id == parameter_id]
+            trials = self.trials()
+            self._release_held(trials)
+            found = [t for t in trials if t.parameter_id == parameter_id]
             trial = max(found, key=lambda t: t.sequence, default=None)  # ids repeat after some resumes
             if trial is None:
                 raise LookupError("no trial with this parameter id in NNI's database")
+            if success and not trial.final:
+                self._held[parameter_id] = kwargs
+                _logger.info("trial %s succeeded; its final result is not in yet: held", trial.id)
+                return True
             value, source = told_value(trial, self.worst)
             self.base.receive_trial_result(parameter_id, trial.parameters, {"default": value}, trial_job_id=trial.id)
         except Exception as e:  # never worse than NNI alone: the experiment goes on, the trial is untold
             _logger.warning("trial with parameter id %s ended; could not tell the tuner: %r", parameter_id, e)
-            return
+            return False
         self._record(parameter_id, trial.id, value, source, trial.status)
+        return False
+
+    def _release_held(self, trials: list[Trial]) -> None:
+        """A held trial still without a final in NNI's database when another trial ends
+        will get none (the manager drops metrics after a trial's end): end it untold, as
+        NNI alone would."""
+        with_final = {t.parameter_id for t in trials if t.final}
+        for pid in [p for p in self._held if p not in with_final]:
+            _logger.warning("trial with parameter id %s succeeded without a final result; the tuner is told "
+                            "nothing about it", pid)
+            self._released.add(pid)
+            self.base.trial_end(pid, True, **self._held.pop(pid))
 
     def _replay(self) -> None:
         """On resume: the ended trials NNI's own import leaves out (it imports SUCCEEDED ones with a final)."""
         entries = []
         for t in self.trials():
-            if t.status not in ENDED or (t.status == "SUCCEEDED" and t.final):
+            if t.status not in ENDED or t.status == "SUCCEEDED":  # NNI imports those with a final itself
                 continue
             value, source = told_value(t, self.worst)
             entries.append({"parameter": t.parameters, "value": {"default": value}})

@@ -162,6 +162,27 @@ def test_config_list_exclude_op_names_and_last_match():
     assert p.stats()["channel_sparsity"] == 0.0
 
 
+def test_achieved_per_entry_and_one_line_where_the_graph_kept_more(capsys):
+    """What each config_list entry asked and got (metrics.json's config_sparsity)."""
+    model = multi_unet_model(0.1, 6, 32, 32, 3)
+    p = plan(model, [*HALF, {"sparsity": 0.75, "op_names": ["down1_conv1"]}], "l1")
+    half, named = p.achieved()
+    assert named == {"asked": 0.75, "achieved": 0.75}                  # 12 of its 16 filters: exactly
+    selected = [n for n in p.channels if n != "down1_conv1"]
+    removed, channels = sum(p.removed[n] for n in selected), sum(p.channels[n] for n in selected)
+    assert half == {"asked": 0.5, "achieved": removed / channels}
+    assert half["achieved"] < 0.5 and p.removed["logits"] == 0         # the head keeps its 6 classes
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: pruning got less than asked: config_list[0] asked 0.50")
+    assert "logits removed 0 of 6 channels, not 3" in err and "model output" in err
+    # a tie: c asked for half, b (added to it) for nothing, so c keeps all its channels
+    p = plan(branchy_model(), [{"sparsity": 0.5, "op_names": ["c"]}, {"sparsity": 0.5, "op_names": ["a"]}], "l1")
+    assert p.achieved() == [{"asked": 0.5, "achieved": 0.0}, {"asked": 0.5, "achieved": 0.5}]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "c removed 0 of 8 channels, not 4: tied by Add/Multiply to b" in err
+    assert "config_list[1]" not in err
+
+
 def test_tied_group_ranked_by_summed_criterion():
     inp = keras.Input((4, 4, 2))
     b = layers.Conv2D(4, 1, use_bias=False, name="b")(inp)
@@ -288,6 +309,8 @@ def test_channel_trial_saves_and_reports_the_thin_model(channel_trial):
     assert metrics["sparsity"] == pytest.approx(1 - metrics["params"] / metrics["dense_params"])
     for key in ("params", "dense_params", "flops", "dense_flops", "channel_sparsity", "dead_channel_fraction"):
         assert final[key] == metrics[key]
+    (entry,) = metrics["config_sparsity"]                                 # --sparsity 0.5 as one entry
+    assert entry["asked"] == 0.5 and 0.49 < entry["achieved"] < 0.5      # the head's channels stay
     # dead units on the validation set, per layer with an activation (18 convs), as a fraction
     assert set(metrics["dead_channels"]) == {l.name for l in model.layers
                                               if type(l).__name__ == "Conv2D" and l.name != "logits"}

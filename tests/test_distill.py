@@ -1,6 +1,7 @@
 """Knowledge distillation: the loss against a numpy reference, the Distiller's training
 contract (frozen teacher, masks hold, bf16), and trial.py --kd end to end."""
 import json
+import re
 
 import keras
 import numpy as np
@@ -127,7 +128,10 @@ def test_distiller_trains_student_only_keeps_masks_under_bf16(policy):
     z_t = logits_view(teacher, "teacher")(x, training=False)
     expected = 0.5 * float(loss(y, probs)) + 0.5 * float(kd_loss(z_s, z_t, 2.0))
     result = distiller.evaluate(x, y, verbose=0, return_dict=True)
-    np.testing.assert_allclose(result["loss"], expected, rtol=1e-4)
+    # bf16 activations: the eager forward passes above and evaluate()'s compiled one round
+    # differently (1.2e-4 relative measured with global allocation's masks); a wrong alpha
+    # or temperature is off by far more.
+    np.testing.assert_allclose(result["loss"], expected, rtol=1e-3)
 
 
 def test_distiller_with_alpha_zero_is_exactly_plain_training(policy):
@@ -187,6 +191,44 @@ def test_kd_parameters_come_from_flags_and_the_search_space():
 
 
 @pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """Saved models that cannot teach a 32 px, 3-channel, 6-class trial, and one that can."""
+    from segmodel.model import multi_unet_model
+    root = tmp_path_factory.mktemp("teachers")
+    for name, args in {"ok": (6, 32, 3), "patch64": (6, 64, 3), "rgba": (6, 32, 4), "classes5": (5, 32, 3)}.items():
+        multi_unet_model(0.1, args[0], args[1], args[1], args[2]).save(root / f"{name}.keras")
+    inputs = keras.Input((32, 32, 3))
+    plain = keras.Model(inputs, keras.layers.Conv2D(6, 1, activation="softmax", name="head")(inputs))
+    plain.save(root / "nologits.keras")
+    (root / "notes.keras").write_text("not a model")
+    return root
+
+
+@pytest.mark.parametrize("teacher, message", [
+    ("patch64", r"takes 64x64x3 images, this trial's patches are 32x32x3 \(--patch_size 32\)"),
+    ("rgba", r"takes 32x32x4 images, this trial's patches are 32x32x3"),
+    ("classes5", r"predicts 5 classes, this trial 6"),
+    ("nologits", r"has no 'logits' layer"),
+    ("notes", r"is not a Keras \.keras model file"),
+    ("missing", r"no such file"),
+])
+def test_a_teacher_that_cannot_teach_is_one_line_before_any_training(teacher, message, teachers, tmp_path, capsys,
+                                                                      policy):
+    """The check reads the file's config: a mismatch fails with exit 2 before data, model or
+    dense phase (it used to fail after the dense phase, when the teacher was first used)."""
+    from segmodel.cli_trial import main
+    from segmodel.distill import check_teacher
+    check_teacher(str(teachers / "ok.keras"), 32, 3, 6)  # the one that fits passes
+    code = main(["--kd", "true", "--teacher", str(teachers / f"{teacher}.keras"), "--patch_size", "32",
+                 "--precision", "float32", "--data_dir", str(tmp_path / "no-data-needed"),
+                 "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: teacher ") and re.search(message, err[-1]), err
+    assert not any(line.startswith("error") for line in err[:-1])
+    assert not any((tmp_path / "out").glob("*"))  # nothing trained, nothing written
+
+
+@pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     """Four small synthetic scenes: 18 training and 6 validation patches of 32 px."""
     from segmodel.data.synthetic import SynthSpec, write_dataset
@@ -213,6 +255,8 @@ def test_trial_kd_reports_distillation(kd_trial):
     assert metrics["kd"] == 1 and metrics["kd_temperature"] == 3.0 and metrics["kd_alpha"] == 0.5
     assert metrics["kd_teacher"] == "dense" and metrics["diverged"] == 0
     assert metrics["sparsity"] == pytest.approx(0.8, abs=0.01)
+    (entry,) = metrics["config_sparsity"]          # --sparsity 0.8: one entry, reached exactly
+    assert entry == {"asked": 0.8, "achieved": metrics["sparsity"]}
     header, *rows = (kd_trial / "history.csv").read_text().splitlines()
     assert [r.split(",")[1] for r in rows] == ["dense", "finetune"]
     assert "val_kd_loss" in header.split(",")

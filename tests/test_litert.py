@@ -25,6 +25,8 @@ def _check(path, model):
     x = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
     runner = TFLiteRunner(path, threads=1)
     np.testing.assert_allclose(runner.probabilities(x), model(x).numpy(), atol=1e-5)
+    d = runner.delegation  # read from this interpreter's graph: conv and softmax both in XNNPACK's partition
+    assert d["runtime"] == "xnnpack" and d["delegated_ops"] == d["ops"] == 2, d
     return runner
 
 

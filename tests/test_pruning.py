@@ -143,7 +143,7 @@ def test_biases_never_pruned_and_named_layer_types():
         for v in layer.weights:
             if v.name in ("bias", "beta"):
                 v.assign(np.full(v.shape, 0.01, np.float32))
-    p = Pruner(m, [{"sparsity": 0.75, "op_types": ["default", "BatchNormalization"]}])
+    p = Pruner(m, [{"sparsity": 0.75, "op_types": ["default", "BatchNormalization"]}], allocation="uniform")
     p.prune()
     assert {w.name for w in p.weights} == {"kernel", "gamma"}
     assert all(np.all(v.numpy() == np.float32(0.01))
@@ -210,7 +210,48 @@ def test_global_protects_the_models_ends_only():
     p = Pruner(m, config, allocation="global")
     assert p.protected == set() and "down1_conv2" in p.targets
     assert Pruner(m, [{"sparsity": 0.8, "op_names": ["down1_conv1", "down2_conv1"]}], "global").protected == set()
-    assert Pruner(m, [{"sparsity": 0.8, "op_names": ["logits", "up1_conv1"]}], "global").protected == {"logits"}
+
+
+def test_a_layer_named_in_op_names_gets_exactly_its_entrys_sparsity(capsys):
+    """Protection is for the layers the user did not name: an explicit entry is never overridden."""
+    keras.utils.set_random_seed(4)
+    m = multi_unet_model(0.1, 6, 32, 32, 3)
+    config = [{"sparsity": 0.5, "op_types": ["default"]}, {"sparsity": 0.9, "op_names": ["down1_conv1"]}]
+    p = Pruner(m, config)
+    assert p.protected == {"logits"}                                  # the unnamed end only
+    p.prune()
+    assert layer_sparsity(m, ["down1_conv1", "logits"]) == {"down1_conv1": int(432 * 0.9) / 432, "logits": 0.0}
+    rest = [n for n in p.targets if n != "down1_conv1"]
+    zeros, size = _zeros_and_size(m, rest)
+    assert zeros == int(size * 0.5)                                   # entry 0 exact, logits counted
+    assert p.achieved() == [{"asked": 0.5, "achieved": zeros / size}, {"asked": 0.9, "achieved": int(432 * 0.9) / 432}]
+    assert capsys.readouterr().err == ""                              # nothing lowered, nothing said
+    # Both ends named, several to an entry: each named layer gets exactly its entry's sparsity.
+    m = multi_unet_model(0.1, 6, 32, 32, 3)
+    p = Pruner(m, [{"sparsity": 0.8, "op_names": ["logits", "up1_conv1"]},
+                   {"sparsity": 0.3, "op_names": ["down1_conv1"]}])
+    assert p.protected == set()
+    p.prune()
+    assert layer_sparsity(m, ["logits", "down1_conv1"]) == \
+        {"logits": int(96 * 0.8) / 96, "down1_conv1": int(432 * 0.3) / 432}
+    assert layer_sparsity(m, ["up1_conv1"])["up1_conv1"] == pytest.approx(0.8, abs=1e-4)
+
+
+def test_protection_that_lowers_an_entry_says_so_in_one_line(capsys):
+    m = multi_unet_model(0.1, 6, 32, 32, 3)
+    p = Pruner(m, [{"sparsity": 0.9999, "op_types": ["default"]}])  # more than the unprotected 99.97 %
+    p.prune()
+    (entry,) = p.achieved()
+    zeros, size = _zeros_and_size(m, p.targets)
+    assert entry == {"asked": 0.9999, "achieved": zeros / size} and zeros == size - 432 - 96
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: pruning got less than asked: config_list[0] asked 1.00")
+    assert "down1_conv1, logits kept dense" in err and "op_names" in err
+
+
+def test_pruner_and_trials_default_to_the_same_allocation():
+    import inspect
+    assert inspect.signature(Pruner).parameters["allocation"].default == Params().allocation == "global"
 
 
 def test_global_protects_only_small_ends_and_ranks_each_target_apart():
@@ -251,8 +292,10 @@ def test_finetune_learning_rate_cosine_decays_to_zero_and_constant_is_the_rate()
 
 # ---- masks hold through real training ---------------------------------------------------------
 
-@pytest.mark.parametrize("dtype_policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("dtype_policy", ["float32", "mixed_bfloat16", "mixed_float16"])
 def test_zeros_survive_graph_mode_training(policy, dtype_policy):
+    """mixed_float16 (what `auto` picks on a GPU) trains through Keras' LossScaleOptimizer:
+    its scaled, possibly skipped steps must keep the masks too (it runs on a CPU as well)."""
     policy(dtype_policy)
     keras.utils.set_random_seed(0)
     m = tiny_model()
@@ -264,12 +307,13 @@ def test_zeros_survive_graph_mode_training(policy, dtype_policy):
     x, y = toy_data()
     m.fit(x, y, batch_size=4, epochs=2, verbose=0)  # 8 optimizer steps
     assert not m.run_eagerly and m.optimizer.iterations.numpy() == 8
+    assert isinstance(m.optimizer, keras.optimizers.LossScaleOptimizer) == (dtype_policy == "mixed_float16")
     after = zero_masks(m, p.targets)
     for w, w0 in zip(p.weights, start):
         np.testing.assert_array_equal(after[w.path], before[w.path])
         assert not np.allclose(w.numpy()[~before[w.path]], w0[~before[w.path]])  # it trained
-    sizes = [int(np.prod(w.shape)) for w in p.weights]
-    assert sparsity_stats(m, p.targets)["sparsity"] == pytest.approx(sum(int(n * 0.7) for n in sizes) / sum(sizes))
+    total = sum(int(np.prod(w.shape)) for w in p.weights)
+    assert sparsity_stats(m, p.targets)["sparsity"] == int(total * 0.7) / total  # global: one ranking
 
 
 def test_strip_gives_back_the_original_constraint():
@@ -310,7 +354,7 @@ class RecordSparsity(keras.callbacks.Callback):
 def test_agp_callback_reaches_target_on_schedule():
     keras.utils.set_random_seed(0)
     m = tiny_model()
-    p = Pruner(m, [{"sparsity": 0.8, "op_types": ["Conv2D", "Dense"]}])
+    p = Pruner(m, [{"sparsity": 0.8, "op_types": ["Conv2D", "Dense"]}], allocation="uniform")
     p.prune(0.0)
     m.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy")
     agp, rec = AGPCallback(p, total_steps=6, frequency=2), RecordSparsity(p.targets)
@@ -352,7 +396,7 @@ def test_stripped_model_loads_in_plain_keras_with_its_zeros(tmp_path):
     keras.utils.set_random_seed(0)
     m = multi_unet_model(0.1, 6, 32, 32, 3)
     config = [{"sparsity": 0.8, "op_types": ["default"]}, {"sparsity": 0.5, "op_names": ["logits"]}]
-    p = Pruner(m, config)
+    p = Pruner(m, config, allocation="uniform")
     p.prune()
     m.compile(optimizer="adam", loss="categorical_crossentropy")
     rng = np.random.default_rng(0)

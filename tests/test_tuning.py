@@ -1,12 +1,20 @@
 """segmodel.tuning.InformedTuner with NNI's real tuners, called as NNI's dispatcher calls
-them (generate -> receive_trial_result / trial_end). Only the trial history, which the
-adapter reads from NNI's database in an experiment, is given here by the test
-(`Scripted.trials`); the real-experiment test is tests/test_tuning_experiment.py."""
+them (generate -> receive_trial_result / trial_end). In most tests the trial history, which
+the adapter reads from NNI's database in an experiment, is given by the test
+(`Scripted.trials`); the ordering tests at the end run NNI's own dispatcher over an
+experiment folder written as NNI's manager writes it (`ManagerRecord`). The
+real-experiment test is tests/test_tuning_experiment.py."""
+import dataclasses
+import json
 import logging
 import math
 
 import pytest
+from nni.runtime.msg_dispatcher import MsgDispatcher
+from nni.runtime.tuner_command_channel import CommandType
 
+from segmodel import experiments
+from benchmarks.tuner_db import ManagerRecord
 from segmodel.experiments import Trial
 from segmodel.tuning import InformedTuner, told_value
 
@@ -185,3 +193,131 @@ def test_resume_replays_stopped_and_failed_trials(monkeypatch):
     blind = resumed_proposals(Scripted(tuner="TPE", optimize_mode="maximize", seed=1,
                                        tpe_args={"n_startup_jobs": 6}), False)
     assert informed * 2 < blind, (informed, blind)   # measured: 3 vs 12 of 20 proposals
+
+
+# ---- through NNI's own dispatcher, over NNI's database ----------------------------------------
+
+class Dispatcher(MsgDispatcher):
+    """NNI's dispatcher without its websocket to the manager: what it sends is kept.
+    `process_command` is what each of its two worker threads does with a command."""
+
+    def __init__(self, tuner):
+        super().__init__("ws://_unittest_segmodel", tuner)
+        self.sent = []
+
+    def send(self, command, data):
+        self.sent.append((command, data))
+
+
+@pytest.fixture
+def nni_run(tmp_path, monkeypatch):
+    """An experiment folder written as the manager writes it, and NNI's dispatcher around an
+    InformedTuner that finds it as under `python -m nni` (NNI_CHECKPOINT_DIRECTORY)."""
+    record = ManagerRecord(tmp_path / "exp0001")
+    monkeypatch.setenv("NNI_CHECKPOINT_DIRECTORY", str(record.folder / "checkpoint"))
+    tuner = InformedTuner(tuner="TPE", optimize_mode="maximize", seed=0)
+    dispatcher = Dispatcher(tuner)
+    dispatcher.process_command(CommandType.Initialize, SPACE)
+    yield record, dispatcher, tuner
+    record.close()
+
+
+def start_trial(record, dispatcher) -> tuple[str, int]:
+    """The manager asks for a trial; the dispatcher's NewTrialJob becomes a running trial."""
+    dispatcher.process_command(CommandType.RequestTrialJobs, 1)
+    command, content = dispatcher.sent[-1]
+    assert command is CommandType.NewTrialJob
+    trial = record.submit(content)
+    record.running(trial)
+    for epoch, value in enumerate(STOPPED_AT):
+        dispatcher.process_command(*record.metric(trial, "PERIODICAL", value, epoch))
+    return trial, json.loads(content)["parameter_id"]
+
+
+def tpe_results(tuner) -> list[float]:
+    """The losses TPE has recorded, one per result it was given (its history per parameter)."""
+    return [r.loss for r in next(iter(tuner.base._history.values()), [])]
+
+
+# The manager stores each message before it sends it; the dispatcher handles final results
+# on one queue and TRIAL_END on another. The last order: the status poll stores the end and
+# sends TRIAL_END while the final is still being stored.
+ORDERS = [("store final", "handle final", "store end", "handle end"),
+          ("store final", "store end", "handle end", "handle final"),
+          ("store end", "store final", "handle end", "handle final"),
+          ("store end", "handle end", "store final", "handle final")]
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=lambda o: ", ".join(o))
+def test_a_succeeded_trial_is_told_its_final_result_whatever_the_order(nni_run, order):
+    record, dispatcher, tuner = nni_run
+    trial, pid = start_trial(record, dispatcher)
+    stored = {}
+    for step in order:
+        if step == "store final":
+            stored["final"] = record.metric(trial, "FINAL", {"default": 0.83, "iou": 0.7})
+        elif step == "store end":
+            stored["end"] = record.end(trial, "SUCCEEDED")
+        else:
+            dispatcher.process_command(*stored[step.split()[1]])
+    assert (tuner.told[pid]["value"], tuner.told[pid]["source"]) == (0.83, "final")
+    assert tpe_results(tuner) == [-0.83]        # told once, its final (TPE minimizes -value)
+    assert pid not in tuner.base._running_params      # and its trial_end passed on
+    told = experiments.read_told(record.folder)
+    assert told[trial]["source"] == "final"
+    assert len((record.folder / experiments.TOLD_LOG).read_text().splitlines()) == 1
+    assert not dispatcher.worker_exceptions
+
+
+def test_a_succeeded_trial_that_sends_no_final_is_told_nothing(nni_run):
+    record, dispatcher, tuner = nni_run
+    silent, pid = start_trial(record, dispatcher)
+    dispatcher.process_command(*record.end(silent, "SUCCEEDED"))
+    assert pid not in tuner.told and pid in tuner.base._running_params   # held for its final
+    stopped, stopped_pid = start_trial(record, dispatcher)
+    record.killed(stopped)                                                # the assessor's kill
+    dispatcher.process_command(*record.end(stopped, "USER_CANCELED"))
+    # Another trial ended and the database still has no final: the first is ended untold.
+    assert pid not in tuner.told and pid not in tuner.base._running_params
+    assert (tuner.told[stopped_pid]["source"], tuner.told[stopped_pid]["status"]) == ("last_intermediate", "EARLY_STOPPED")
+    assert tpe_results(tuner) == [-0.41]
+    # A final that comes after all (the manager drops them after a trial's end) breaks nothing:
+    # plain TPE would raise KeyError here and stop NNI's dispatcher.
+    dispatcher.process_command(*record.metric(silent, "FINAL", {"default": 0.9}))
+    assert pid not in tuner.told and tpe_results(tuner) == [-0.41]
+    assert not dispatcher.worker_exceptions
+
+
+def test_trial_table_reads_only_what_was_added_and_agrees_with_a_full_read(tmp_path):
+    record = ManagerRecord(tmp_path / "exp0002")
+    table = experiments.TrialTable(record.folder)
+    for pid in range(12):
+        record.trial(pid, stopped=pid % 3 == 1)   # 4 stopped: the assessor's kill, then USER_CANCELED
+        if pid % 5 == 0:
+            table.refresh()
+    last = record.submit(json.dumps({"parameter_id": 12, "parameters": {"learning_rate": 0.001}}))
+    record.running(last)
+    record.metric(last, "PERIODICAL", {"default": 0.5})
+    # The kill's log line, read while the manager is still writing it, counts once it is whole.
+    record.log.write('[2026-01-01 00:00:00] INFO (NNIManager) NNIManager received command from dispatcher: KI, "T00')
+    record.log.flush()
+    table.refresh()
+    assert last not in table.killed
+    record.log.write('12x"\n')
+    record.log.flush()
+    record.end(last, "USER_CANCELED")
+    assert table.refresh().trials[last].status == "EARLY_STOPPED"
+    full = experiments.load(record.folder).trials
+    assert [dataclasses.replace(t, dir=None, told=None) for t in full] == \
+        sorted(table.trials.values(), key=lambda t: t.sequence)
+    assert [t.status for t in full].count("EARLY_STOPPED") == 5 and full[-1].intermediate == [{"default": 0.5}]
+    assert all(t.dir and t.dir.is_dir() for t in full)
+    record.close()
+
+
+def test_bench_tuner_db_times_both_reads():
+    """`python -m benchmarks tuner-db` at a tiny size (the figures are in docs/tuning.md)."""
+    from benchmarks.tuner_db import measure
+    small, row = measure([3, 6], rounds=2)
+    assert (small["trials"], row["trials"]) == (3, 6) and row["full_ms"] > 0 and row["incremental_ms"] > 0
+    assert row["full_over_incremental"] == pytest.approx(row["full_ms"] / row["incremental_ms"], rel=0.05)

@@ -1,0 +1,49 @@
+"""What runs a TFLite file, and how fast: the figures export records and the
+quantization bench tabulates, measured the same way in both.
+
+Speed is images/s of `TFLiteRunner.probabilities` (what `predict` calls), every file
+timed in turn in the same rounds (`timed_calls`), so a busy CPU slows them alike:
+compare files by their ratios. Which runtime ran a file comes from the interpreter's
+graph after the run (`TFLiteRunner.delegation`), never from timing.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def delegate_note(name: str, delegation: dict, problems=()) -> str | None:
+    """One line when a file does not run on XNNPACK whole, saying which node and why
+    (the converter's own diagnosis when it has one, else what the interpreter shows)."""
+    runtime = delegation["runtime"]
+    if runtime == "xnnpack":
+        return None
+    if problems:
+        why = problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+    elif delegation.get("not_delegated"):
+        left = delegation["not_delegated"]
+        why = "not delegated: " + ", ".join(left[:4]) + (f" and {len(left) - 4} more" if len(left) > 4 else "")
+    else:
+        why = delegation.get("delegate_error") or "the XNNPACK delegate was not applied"
+    where = ("runs on TFLite's built-in kernels, not XNNPACK" if runtime == "builtin" else
+             f"runs {delegation['delegated_ops']} of {delegation['ops']} ops on XNNPACK")
+    return f"{name} {where}: {why}"
+
+
+def images_per_second(runners: dict, batch: int, rounds: int, seed: int = 0) -> dict:
+    """key -> images/s of runner.probabilities on `batch` random images of its own input
+    size, every runner timed in the same rounds (one untimed call each first)."""
+    from .timing import timed_calls
+    rng = np.random.default_rng(seed)
+    calls = {}
+    for key, runner in runners.items():
+        x = rng.random((batch, runner.patch_size, runner.patch_size, 3), dtype=np.float32)
+        calls[key] = lambda runner=runner, x=x: runner.probabilities(x)
+    return {key: round(batch / t, 2) for key, t in timed_calls(calls, rounds).items()}
+
+
+def runtime_fields(runner, problems=()) -> dict:
+    """export.json's runtime fields of one file, after it ran."""
+    d = runner.delegation
+    return {"runtime": d["runtime"], "delegated_ops": d["delegated_ops"], "ops": d["ops"],
+            "not_delegated": d["not_delegated"], "delegate_error": d["delegate_error"],
+            "xnnpack_problems": list(problems)}
