@@ -196,6 +196,8 @@ def test_compression_warns_in_one_line_when_the_floors_stop_it(capsys):
     assert err.count("\n") == 1
     assert stats["prune_target_met"] == 0 and stats["flops_kept"] == count_flops(thin) / count_flops(model) > 0.05
     assert thin.get_layer("down1_conv1").filters == 8
+    # per config_list entry (metrics' config_sparsity): the target asked, not the entry
+    assert stats["config_sparsity"] == [{"asked": None, "achieved": stats["channel_sparsity"]}]
 
 
 def test_trial_with_a_flops_target_reports_what_it_kept(tmp_path):
