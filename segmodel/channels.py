@@ -23,10 +23,7 @@ parameters, fewer FLOPs, a smaller file, faster everywhere, no masks left.
 
     thin = rebuild(model, plan(model, [{"sparsity": 0.5, "op_types": ["default"]}], "l1"))
 
-Before any fine-tuning `thin` computes what `masked_copy(model, plan)` computes (the
-removed filters zeroed) wherever the activations after a pruned conv map 0 to 0
-(ReLU, linear, tanh...); after a sigmoid the removed channel's constant 0.5 is
-dropped rather than carried into the next layer's bias.
+Before any fine-tuning `thin` computes what the masked model computes (channel_masks.py).
 """
 from __future__ import annotations
 
@@ -268,12 +265,13 @@ def _scores(model, members: list[str], criterion: str, stats, dead: np.ndarray) 
 
 
 def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1", calibration=None,
-         dead_only: bool = False) -> ChannelPlan:
+         dead_only: bool = False, forced: dict | None = None) -> ChannelPlan:
     """Rank and choose the channels to keep. `config_list` is NNI's (see pruning.layer_targets);
     sparsity = fraction of a layer's output channels removed, int(C * s), at least one kept.
     The activation criteria (apoz: most zeros go first; mean_activation: smallest mean) rank on
     `calibration` (samples, or ActivationStats). `dead_only`: remove exactly the channels that
-    never fire on `calibration`, in every layer, whatever config_list says."""
+    never fire on `calibration`, in every layer, whatever config_list says. `forced[producer]`:
+    channels that go before any other (gradual pruning: those an earlier, smaller plan removed)."""
     if criterion not in CRITERIA:
         raise ParamError(f"channel_criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
     if (criterion in ACTIVATION_CRITERIA or dead_only) and calibration is None:
@@ -285,17 +283,10 @@ def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1", cal
     if criterion in ACTIVATION_CRITERIA or dead_only:
         from .activations import removable_dead
         stats, exact = removable_dead(model, calibration, consumes, producers)
-    groups: dict[str, list[str]] = {}
-    for name in producers:
-        groups.setdefault(ties.find(name), []).append(name)
-
     keep: dict[str, np.ndarray] = {}
     short: dict[str, str] = {}
-    for members in groups.values():
+    for members in tied_groups(producers, ties):
         channels = producers[members[0]]
-        if any(producers[m] != channels for m in members):
-            raise ParamError(f"layers {', '.join(members)} are tied (added or multiplied) but have "
-                             "different widths; exclude them in config_list")
         locked = {idx for p, idx in pinned if p in members}
         kept = np.ones(channels, bool)
         dead = np.logical_and.reduce([exact[m] for m in members]) if stats else None
@@ -307,7 +298,8 @@ def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1", cal
             n_remove = min(int(channels * sparsity), channels - 1)
             if n_remove > 0:
                 score = _scores(model, members, criterion, stats, dead)
-                candidates = [i for i in np.argsort(score, kind="stable") if i not in locked]
+                first = np.logical_or.reduce([(forced or {}).get(m, np.zeros(channels, bool)) for m in members])
+                candidates = [i for i in np.lexsort((score, ~first)) if i not in locked]
                 kept[candidates[:n_remove]] = False
         for m in members:
             keep[m] = np.flatnonzero(kept)
@@ -318,23 +310,46 @@ def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1", cal
                        "output or a softmax, or are tied to channels nothing removes")
                 short[m] = f"{m} removed {channels - len(keep[m])} of {channels} channels, not {asked}: {why}"
 
+    chosen = producers if dead_only else targets
+    return assemble(keep, consumes, blockers, producers, criterion, [n for n in producers if chosen.get(n)],
+                    config_list=list(config_list or []), choices=choices, short=short)
+
+
+def tied_groups(producers: dict[str, int], ties: _UnionFind) -> list[list[str]]:
+    """The producers that keep the same channels, one list per group (most of width 1)."""
+    groups: dict[str, list[str]] = {}
+    for name in producers:
+        groups.setdefault(ties.find(name), []).append(name)
+    for members in groups.values():
+        if any(producers[m] != producers[members[0]] for m in members):
+            raise ParamError(f"layers {', '.join(members)} are tied (added or multiplied) but have "
+                             "different widths; exclude them in config_list")
+    return list(groups.values())
+
+
+def check_blockers(blockers: list, removed) -> None:
+    """ParamError naming the first layer we cannot see through that reads a `removed(entry)` channel."""
+    for name, cls, entries in blockers:
+        cut = sorted({e[0] for e in entries if e is not None and removed(e)})
+        if cut:
+            raise ParamError(f"channel pruning cannot see through layer {name!r} ({cls}), which uses channels "
+                             f"of pruned layer{'s' * (len(cut) > 1)} {', '.join(cut)}; exclude "
+                             f"{'them' if len(cut) > 1 else 'it'} in config_list")
+
+
+def assemble(keep: dict, consumes: dict, blockers: list, producers: dict, criterion: str, targets,
+             **fields) -> ChannelPlan:
+    """The plan keeping `keep[producer]`: every consumer's input slice follows (`fields`: ChannelPlan's others)."""
     keep_sets = {p: set(k.tolist()) for p, k in keep.items()}
 
     def alive(entry) -> bool:
         return entry is None or entry[1] in keep_sets[entry[0]]
 
-    for name, cls, entries in blockers:
-        cut = sorted({e[0] for e in entries if e is not None and not alive(e)})
-        if cut:
-            raise ParamError(f"channel pruning cannot see through layer {name!r} ({cls}), which uses channels "
-                             f"of pruned layer{'s' * (len(cut) > 1)} {', '.join(cut)}; exclude "
-                             f"{'them' if len(cut) > 1 else 'it'} in config_list")
+    check_blockers(blockers, lambda e: not alive(e))
     inputs = {name: np.array([i for i, e in enumerate(entries) if alive(e)], int)
               for name, entries in consumes.items()}
-    chosen = producers if dead_only else targets
     return ChannelPlan(keep=keep, inputs=inputs, criterion=criterion, channels=dict(producers),
-                       targets=tuple(n for n in producers if chosen.get(n)), config_list=list(config_list or []),
-                       choices=choices, short=short)
+                       targets=tuple(targets), **fields)
 
 
 def dead_plan(model: keras.Model, calibration) -> ChannelPlan:
@@ -380,39 +395,3 @@ def rebuild(model: keras.Model, channel_plan: ChannelPlan) -> keras.Model:
         else:
             layer.set_weights(old.get_weights())
     return thin
-
-
-def prune(model: keras.Model, config_list: list[dict], criterion: str = "l1",
-          calibration=None) -> tuple[keras.Model, ChannelPlan]:
-    """plan + rebuild: the thin model (a new object: compile and fit that one) and its plan."""
-    channel_plan = plan(model, config_list, criterion, calibration)
-    return rebuild(model, channel_plan), channel_plan
-
-
-def masked_copy(model: keras.Model, channel_plan: ChannelPlan) -> keras.Model:
-    """A same-size copy with every removed filter zeroed (kernel slice and bias) and the
-    BatchNormalization that follows made to output exactly 0 there (gamma = beta = 0):
-    the reference the thin model must match."""
-    masked = keras.Model.from_config(model.get_config())
-    masked.set_weights(model.get_weights())
-    for name, kept in channel_plan.keep.items():
-        layer = masked.get_layer(name)
-        out_axis = PRODUCERS[type(layer).__name__][1]
-        removed = np.setdiff1d(np.arange(channel_plan.channels[name]), kept)
-        kernel = layer.kernel.numpy()
-        index = [slice(None)] * kernel.ndim
-        index[out_axis] = removed
-        kernel[tuple(index)] = 0
-        layer.kernel.assign(kernel)
-        if layer.bias is not None:
-            bias = layer.bias.numpy()
-            bias[removed] = 0
-            layer.bias.assign(bias)
-    for layer in masked.layers:
-        if type(layer).__name__ == "BatchNormalization" and layer.name in channel_plan.inputs:
-            for w in (layer.gamma, layer.beta):
-                if w is not None:
-                    v = w.numpy()
-                    v[np.setdiff1d(np.arange(v.shape[-1]), channel_plan.inputs[layer.name])] = 0
-                    w.assign(v)
-    return masked

@@ -8,13 +8,18 @@
 `schedule` decides where the prune point is (`train.run_trial`): before any training for
 `init`, after the dense phase for `oneshot` and `agp`. Weight pruning keeps the model and
 masks its weights (`pruning.Pruner`); channel pruning returns a new, thinner model
-(`channels.prune`); no pruning returns the model untouched.
+(`channels.rebuild`), or with agp masks channels through fine-tuning and rebuilds in
+`finish`; no pruning returns the model untouched.
 """
 from __future__ import annotations
 
+import sys
+
 import keras
 
-from . import activations, channels
+from . import activations, channels, cost_pruning
+from .flops import count_flops
+from .gradual_channels import ChannelMasker
 from .params import ACTIVATION_CRITERIA
 from .pruning import AGPCallback, Pruner, sparsity_stats
 
@@ -44,6 +49,14 @@ class Compression:
     def finish(self, model: keras.Model) -> tuple[keras.Model, dict]:
         return model, sparsity_stats(model, [])
 
+    def _agp(self, pruner, steps_per_epoch: int) -> list:
+        """agp: the callback raising `pruner` to its target over agp_steps (default: the first
+        half of fine-tuning; the rest recovers)."""
+        if self.params.schedule != "agp":
+            return []
+        span = self.params.agp_steps or steps_per_epoch * max(1, self.params.finetune_epochs // 2)
+        return [AGPCallback(pruner, span, self.params.agp_frequency)]
+
 
 class WeightPruning(Compression):
     """Masks on the selected weights; AGP raises them over the first part of fine-tuning."""
@@ -58,10 +71,7 @@ class WeightPruning(Compression):
         return model
 
     def finetune_callbacks(self, steps_per_epoch: int) -> list:
-        if self.params.schedule != "agp":
-            return []
-        span = self.params.agp_steps or steps_per_epoch * max(1, self.params.finetune_epochs // 2)
-        return [AGPCallback(self.pruner, span, self.params.agp_frequency)]
+        return self._agp(self.pruner, steps_per_epoch)
 
     def finish(self, model: keras.Model) -> tuple[keras.Model, dict]:
         self.pruner.strip()  # config_sparsity: per config_list entry, asked vs measured (stderr says where less)
@@ -69,26 +79,65 @@ class WeightPruning(Compression):
 
 
 class ChannelPruning(Compression):
-    """Whole filters removed at the prune point: the model is rebuilt thinner."""
+    """Whole filters removed and the model rebuilt thinner: at the prune point (oneshot, init),
+    or, with agp, masked gradually through fine-tuning (segmodel.gradual_channels) and rebuilt
+    at its end. With a prune_target one global ranking removes channels until the FLOPs budget
+    is met (segmodel.cost_pruning); else each selected layer loses its sparsity."""
 
     def __init__(self, params, model: keras.Model, splits=None):
         super().__init__(params, model, splits)
-        # What plan() refuses (a bad config_list, a layer it cannot see through) depends on the
+        self.dense_flops = count_flops(model)
+        # What planning refuses (a bad config_list, a layer it cannot see through) depends on the
         # graph, not on the weights or activations: planning the untrained model by weight norm
         # now fails before training.
-        channels.plan(model, self.config_list)
+        self._plan(model, "l1", None)
         self.plan = None  # the real one, ranked on the trained model at the prune point
+        self.masker = None
+
+    def _plan(self, model: keras.Model, criterion: str, calibration, fraction: float = 1.0, forced=None):
+        """The plan at `fraction` of the way to the target (agp; 1 = the target itself)."""
+        if self.params.flops_target:
+            return cost_pruning.target_plan(model, self.config_list, criterion,
+                                            1 - (1 - self.params.flops_target) * fraction,
+                                            self.params.channel_floor, calibration, forced)
+        config_list = [{**e, **{k: e[k] * fraction for k in ("sparsity", "sparsity_per_layer") if k in e}}
+                       for e in self.config_list]
+        return channels.plan(model, config_list, criterion, calibration, forced=forced)
 
     def prune(self, model: keras.Model) -> keras.Model:
+        criterion = self.params.channel_criterion
         calibration = None
-        if self.params.channel_criterion in ACTIVATION_CRITERIA:
+        # with a target, the channels that never fire go first under every criterion
+        if criterion in ACTIVATION_CRITERIA or (self.params.flops_target and self.params.calibration_patches):
             calibration = activations.calibration_set(self.splits.train, self.params.calibration_patches)
-        thin, self.plan = channels.prune(model, self.config_list, self.params.channel_criterion, calibration)
-        return thin
+        if self.params.schedule == "agp":  # masks attached (nothing removed) now, before Keras traces
+            self.masker = ChannelMasker(model, lambda m, fraction, forced: self._plan(
+                m, criterion, calibration, fraction, forced))
+            self.masker.prune(0.0)
+            return model
+        self.plan = self._plan(model, criterion, calibration)
+        self._say_if_short()
+        return channels.rebuild(model, self.plan)
+
+    def finetune_callbacks(self, steps_per_epoch: int) -> list:
+        return self._agp(self.masker, steps_per_epoch) if self.masker else []
+
+    def _say_if_short(self) -> None:
+        if self.params.flops_target and not self.plan.reached:
+            print(f"warning: prune_target {self.params.prune_target} not reached: the floors (channel_floor "
+                  f"{self.params.channel_floor:g}) and pinned channels stop at {self.plan.flops_kept:.3f} of the "
+                  "dense FLOPs", file=sys.stderr, flush=True)
 
     def finish(self, model: keras.Model) -> tuple[keras.Model, dict]:
+        if self.masker:
+            model, self.plan = self.masker.thin(), self.masker.plan
+            if self.masker.fraction < 1:
+                print(f"warning: schedule agp stopped {self.masker.fraction:.0%} of the way to its target (agp_steps "
+                      "longer than fine-tuning): the model is pruned that far", file=sys.stderr, flush=True)
+            else:
+                self._say_if_short()
         stats = sparsity_stats(model, [])
         # nothing is zero in a thin model: its sparsity is the share of the dense parameters gone
         stats.update(sparsity=1 - stats["params"] / self.dense_params, **self.plan.stats(),
-                     config_sparsity=self.plan.achieved())
+                     flops_kept=count_flops(model) / self.dense_flops, config_sparsity=self.plan.achieved())
         return model, stats

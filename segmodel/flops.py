@@ -26,15 +26,15 @@ def _macs(layer, in_shape, out_shape) -> int:
         return math.prod(in_shape[1:-1]) * c_in * c_out
 
 
+def layer_macs(layer) -> int:
+    """Multiply-adds of one Conv/Conv-transpose/Dense layer for one sample at its built size."""
+    in_shape, out_shape = layer.input.shape, layer.output.shape
+    if None in (*in_shape[1:], *out_shape[1:]):
+        raise ParamError(f"FLOPs need a fixed input size; layer {layer.name!r} sees {tuple(in_shape)}")
+    return int(_macs(layer, in_shape, out_shape))
+
+
 def count_flops(model: keras.Model) -> int:
     """Multiply-adds of one forward pass of one sample (nested models included; a layer
     called more than once is counted at its first call)."""
-    total = 0
-    for layer in walk_layers(model):
-        if type(layer).__name__ not in PRODUCERS:
-            continue
-        in_shape, out_shape = layer.input.shape, layer.output.shape
-        if None in (*in_shape[1:], *out_shape[1:]):
-            raise ParamError(f"FLOPs need a fixed input size; layer {layer.name!r} sees {tuple(in_shape)}")
-        total += _macs(layer, in_shape, out_shape)
-    return int(total)
+    return sum(layer_macs(layer) for layer in walk_layers(model) if type(layer).__name__ in PRODUCERS)

@@ -61,7 +61,16 @@ class Params:
                                 + " (NNI's L1Norm/L2Norm/FPGM pruners, ActivationAPoZRank/ActivationMeanRank: "
                                 "measured on calibration_patches training patches; channels that never fire go "
                                 "first)", choices=CRITERIA)
-    calibration_patches: int = _p(256, "activation criteria: training patches the activations are measured on")
+    calibration_patches: int = _p(256, "activation criteria and prune_target: training patches the activations are "
+                                       "measured on")
+    prune_target: str = _p("", "channel mode: prune to a cost, not a uniform ratio: flops:F (0 < F < 1) = the thin "
+                               "model keeps at most F of the dense model's FLOPs (multiply-adds of one forward "
+                               "pass), reached by one global ranking of the channels of the layers config_list "
+                               "selects (their sparsity values are not used); empty = each layer's sparsity. "
+                               "Only flops: so far; docs/channels.md")
+    channel_floor: float = _p(0.1, "prune_target: every pruned layer keeps at least this fraction of its channels "
+                                   "(and at least 1); channels that never fire on the calibration patches may go "
+                                   "below it")
     allocation: str = _p("global", "weight mode: how sparsity is shared between layers: global (one magnitude "
                                    "ranking per config_list entry, first and last weighted layer kept dense if "
                                    "small and not named in op_names) | uniform (every layer alike, as NNI's "
@@ -110,9 +119,16 @@ class Params:
         return [x / total for x in w]
 
     @property
+    def flops_target(self) -> float | None:
+        """F of `--prune_target flops:F`, or None without a target."""
+        return parse_prune_target(self.prune_target)
+
+    @property
     def config_list(self) -> list[dict]:
         """NNI-style pruning config: --prune_config if given, else the seed's
-        `[{'sparsity': s, 'op_types': ['default']}]`."""
+        `[{'sparsity': s, 'op_types': ['default']}]` (with a prune_target: which layers only)."""
+        if not self.prune_config and self.prune_target:
+            return [{"op_types": ["default"]}]
         if not self.prune_config:
             return [{"sparsity": self.sparsity, "op_types": ["default"]}] if self.sparsity > 0 else []
         text = self.prune_config
@@ -168,15 +184,18 @@ class Params:
         need(self.min_speedup >= 0, f"min_speedup must be >= 0, got {self.min_speedup}")
         need(not (self.min_speedup and not self.deploy_size),
              "min_speedup is a budget on the measured speedup: give --deploy-size too (e.g. 256)")
+        need(0 <= self.channel_floor <= 1, f"channel_floor must be in [0, 1], got {self.channel_floor}")
+        need(not self.flops_target or self.prune_mode == "channel",
+             f"prune_target needs prune_mode channel (weight pruning removes no FLOPs); got {self.prune_mode}")
         for f in fields(self):
             choices = f.metadata.get("choices")
             v = getattr(self, f.name)
             need(choices is None or v in choices, f"{f.name} must be one of {', '.join(choices or ())}; got {v!r}")
-        need(not (self.prune_mode == "channel" and self.schedule == "agp"),
-             "schedule agp raises weight sparsity gradually; prune_mode channel runs with schedule oneshot or init")
         need(not (self.kd and self.schedule == "init" and not self.teacher),
              "kd needs a teacher: with schedule init there is no dense model, so give --teacher path/model.keras")
-        self.config_list  # parses prune_config, raising ParamError if malformed
+        config_list = self.config_list  # parses prune_config, raising ParamError if malformed
+        if self.flops_target:
+            selection_only(config_list)
         return self
 
     # ---- sources -----------------------------------------------------------
@@ -190,6 +209,31 @@ class Params:
         for name, raw in values.items():
             setattr(self, name, _convert(known[name], raw, source))
         return self
+
+
+def parse_prune_target(text: str) -> float | None:
+    """`flops:F` -> F (0 < F < 1); '' -> None; anything else a one-line ParamError."""
+    if not text.strip():
+        return None
+    kind, colon, value = text.strip().partition(":")
+    if kind.strip() == "latency":
+        raise ParamError("prune_target latency: is not supported yet; give flops:F (keep at most F of the "
+                         "dense model's FLOPs)")
+    try:
+        fraction = float(value) if kind.strip() == "flops" and colon else math.nan
+    except ValueError:
+        fraction = math.nan
+    if not 0 < fraction < 1:
+        raise ParamError(f"prune_target must be flops:F with 0 < F < 1; got {text!r}")
+    return fraction
+
+
+def selection_only(config_list: list) -> None:
+    """With a prune_target the config_list chooses layers; a sparsity in it would say something else."""
+    for i, entry in enumerate(config_list):
+        if isinstance(entry, dict) and not entry.get("exclude") and {"sparsity", "sparsity_per_layer"} & set(entry):
+            raise ParamError(f"config_list[{i}] gives a sparsity, but with prune_target the entries only select "
+                             "layers (op_types, op_names, exclude) and the target sets how much goes: drop one")
 
 
 def _convert(f: dataclasses.Field, raw: Any, source: str):
@@ -278,5 +322,9 @@ def resolve(flags: Mapping[str, Any] | None = None, tuned: Mapping[str, Any] | N
         params.update(flags, "command line")
     if tuned:
         params.update(tuned, "NNI search space")
-    return params.validate()
+    params.validate()
+    if params.prune_target and "sparsity" in {**(flags or {}), **(tuned or {})}:
+        raise ParamError(f"give sparsity or prune_target, not both: with prune_target {params.prune_target} "
+                         "the target decides how many channels go")
+    return params
 

@@ -179,6 +179,27 @@ class MaskConstraint(keras.constraints.Constraint):
         return w * ops.cast(self.mask, w.dtype)
 
 
+def hold(masks: dict, w, mask: np.ndarray, value=None) -> None:
+    """Zero `w` (its `value`) where `mask` is 0 and keep it so through training: the mask variable
+    in `masks[w.path]` is made and put under a MaskConstraint on first call, updated after."""
+    if w.path not in masks:
+        masks[w.path] = keras.Variable(mask.astype(w.dtype), dtype=w.dtype, trainable=False,
+                                       name=f"{w.name}_prune_mask")
+        w.constraint = MaskConstraint(masks[w.path], w.constraint)
+    else:
+        masks[w.path].assign(mask.astype(w.dtype))
+    w.assign((w.numpy() if value is None else value) * mask)
+
+
+def release(masks: dict, weights) -> None:
+    """Fold each weight's mask in and give back the constraint it had before `hold`."""
+    for w in weights:
+        mask = masks.pop(w.path, None)
+        if mask is not None:
+            w.assign(w.numpy() * mask.numpy())
+            w.constraint = w.constraint.inner if isinstance(w.constraint, MaskConstraint) else w.constraint
+
+
 PROTECT_FRACTION = 0.01
 
 
@@ -257,13 +278,7 @@ class Pruner:
         for group, target, _ in self._groups:
             values = [w.numpy() for w in group]
             for w, v, mask in zip(group, values, self._group_masks(group, values, target * fraction)):
-                if w.path not in self.masks:
-                    self.masks[w.path] = keras.Variable(mask.astype(w.dtype), dtype=w.dtype, trainable=False,
-                                                        name=f"{w.name}_prune_mask")
-                    w.constraint = MaskConstraint(self.masks[w.path], w.constraint)
-                else:
-                    self.masks[w.path].assign(mask.astype(w.dtype))
-                w.assign(v * mask)
+                hold(self.masks, w, mask, v)
         self.fraction = fraction
 
     def _group_masks(self, group, values, sparsity: float) -> list[np.ndarray]:
@@ -306,11 +321,7 @@ class Pruner:
     def strip(self) -> keras.Model:
         """Fold the masks into the weights and give back the original constraints:
         a plain Keras model, safe to save and to load without segmodel."""
-        for w in self.weights:
-            mask = self.masks.pop(w.path, None)
-            if mask is not None:
-                w.assign(w.numpy() * mask.numpy())
-                w.constraint = w.constraint.inner if isinstance(w.constraint, MaskConstraint) else w.constraint
+        release(self.masks, self.weights)
         return self.model
 
 

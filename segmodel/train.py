@@ -9,7 +9,8 @@ one global magnitude ranking unless --allocation uniform):
   agp      train dense `epochs`, then raise sparsity on the cubic AGP schedule while fine-tuning
 
 With `prune_mode channel` pruning removes whole filters: the model is rebuilt thinner
-(segmodel.channels) at the pruning point, and the thin model is what trains on and is saved.
+(segmodel.channels) at the pruning point, or with agp at the end of fine-tuning, and the thin
+model is what is saved.
 
 What is pruned, and how, is `compression.py`'s; the callbacks live in `callbacks.py`,
 file writing and sizes in `files.py`.

@@ -5,58 +5,15 @@ import numpy as np
 import pytest
 from keras import layers
 
-from segmodel.channels import dead_plan, importance, masked_copy, plan, rebuild
+from segmodel.channel_masks import masked_copy
+from segmodel.channels import dead_plan, importance, plan, rebuild
 from segmodel.errors import ParamError
 from segmodel.flops import count_flops
 from segmodel.model import multi_unet_model
 
+from channel_helpers import assert_equal_outputs, branchy_model, kill, outputs, randomize
+
 HALF = [{"sparsity": 0.5, "op_types": ["default"]}]
-
-
-def branchy_model():
-    """Every kind of dependency: BN, an Add of two convs (tied), pooling, upsampling,
-    a channel Concatenate (skip), Conv2DTranspose, padding/cropping, and a Dense head
-    after global pooling next to a conv head."""
-    inp = keras.Input((16, 16, 3), name="x")
-    a = layers.Conv2D(8, 3, padding="same", name="a")(inp)
-    a = layers.BatchNormalization(name="a_bn")(a)
-    a = layers.ReLU(name="a_relu")(a)
-    b = layers.Conv2D(8, 3, padding="same", activation="relu", name="b")(a)
-    c = layers.Conv2D(8, 1, name="c")(a)
-    s = layers.Add(name="add")([b, c])                       # b and c are tied
-    p = layers.MaxPooling2D(name="pool")(s)
-    d = layers.Conv2D(12, 3, padding="same", activation="relu", name="d")(p)
-    d = layers.Dropout(0.3, name="drop")(d)
-    u = layers.Conv2DTranspose(6, 2, strides=2, name="up")(d)
-    u = layers.Cropping2D(1, name="crop")(layers.ZeroPadding2D(1, name="pad")(u))
-    m = layers.concatenate([u, s, layers.UpSampling2D(2, name="ups")(d)], name="cat")  # 6 + 8 + 12
-    e = layers.Conv2D(10, 3, padding="same", activation="relu", name="e")(m)
-    e = layers.BatchNormalization(name="e_bn")(e)
-    seg = layers.Conv2D(4, 1, activation="softmax", name="seg")(e)
-    g = layers.GlobalAveragePooling2D(name="gap")(e)
-    h = layers.Dense(16, activation="relu", name="fc")(g)
-    cls = layers.Dense(3, name="cls")(h)
-    return keras.Model(inp, [seg, cls], name="branchy")
-
-
-def _randomize(model, seed=0):
-    """Weights far from init (BN statistics included) so every channel matters."""
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        v = rng.normal(0, 0.5, w.shape).astype("float32")
-        w.assign(np.abs(v) + 0.5 if "variance" in w.name else v)
-    return model
-
-
-def _outputs(model, x):
-    out = model(x, training=False)
-    return [np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])]
-
-
-def _assert_equal_outputs(a, b, x):
-    for oa, ob in zip(_outputs(a, x), _outputs(b, x)):
-        assert oa.shape == ob.shape
-        np.testing.assert_allclose(oa, ob, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(oa).max()))
 
 
 X16 = np.random.default_rng(1).random((2, 16, 16, 3), dtype=np.float32)
@@ -64,12 +21,12 @@ X16 = np.random.default_rng(1).random((2, 16, 16, 3), dtype=np.float32)
 
 @pytest.mark.parametrize("criterion", ["l1", "l2", "fpgm"])
 def test_thin_branchy_model_equals_masked_model(criterion):
-    model = _randomize(branchy_model())
+    model = randomize(branchy_model())
     p = plan(model, HALF, criterion)
     thin, masked = rebuild(model, p), masked_copy(model, p)
-    _assert_equal_outputs(thin, masked, X16)
+    assert_equal_outputs(thin, masked, X16)
     # pruning really happened and changed what the model computes
-    assert any(np.abs(o1 - o2).max() > 1e-3 for o1, o2 in zip(_outputs(model, X16), _outputs(masked, X16)))
+    assert any(np.abs(o1 - o2).max() > 1e-3 for o1, o2 in zip(outputs(model, X16), outputs(masked, X16)))
     assert thin.count_params() < model.count_params()
     widths = {l.name: (l.filters if hasattr(l, "filters") else l.units)
               for l in thin.layers if hasattr(l, "kernel")}
@@ -81,11 +38,11 @@ def test_thin_branchy_model_equals_masked_model(criterion):
 
 def test_thin_unet_equals_masked_unet_and_is_smaller():
     keras.utils.set_random_seed(0)
-    model = _randomize(multi_unet_model(0.1, 6, 32, 32, 3))
+    model = randomize(multi_unet_model(0.1, 6, 32, 32, 3))
     p = plan(model, HALF, "l1")
     thin, masked = rebuild(model, p), masked_copy(model, p)
     x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
-    _assert_equal_outputs(thin, masked, x)
+    assert_equal_outputs(thin, masked, x)
     assert thin.output_shape == model.output_shape                 # the head keeps its 6 classes
     assert thin.get_layer("logits").filters == 6
     assert thin.get_layer("up1_conv1").kernel.shape[2] == 64 + 64  # transpose + skip, each halved
@@ -97,40 +54,22 @@ def test_thin_unet_equals_masked_unet_and_is_smaller():
 def test_thin_batchnorm_unet_equals_masked_unet(criterion):
     """architecture bn: conv (no bias) -> BN -> ReLU; the BN vectors move with the kept filters."""
     keras.utils.set_random_seed(0)
-    model = _randomize(multi_unet_model(0.1, 6, 32, 32, 3, architecture="bn"))
+    model = randomize(multi_unet_model(0.1, 6, 32, 32, 3, architecture="bn"))
     x = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
     p = plan(model, HALF, criterion, calibration=x)
     thin, masked = rebuild(model, p), masked_copy(model, p)
-    _assert_equal_outputs(thin, masked, x)
+    assert_equal_outputs(thin, masked, x)
     assert thin.get_layer("up1_conv1_bn").gamma.shape == (64,) and thin.get_layer("up1_conv1").bias is None
     assert count_flops(model) / count_flops(thin) >= 3.5
-
-
-def _kill(model, layer, channels, architecture):
-    """Make channels never fire: output -1 before the ReLU on every input (seed: kernel 0,
-    bias -1; bn: gamma 0, beta -1, the conv's kernel left random)."""
-    if architecture == "bn":
-        bn = model.get_layer(f"{layer}_bn")
-        for w, value in ((bn.gamma, 0.0), (bn.beta, -1.0)):
-            v = w.numpy()
-            v[channels] = value
-            w.assign(v)
-        return
-    conv = model.get_layer(layer)
-    kernel, bias = conv.kernel.numpy(), conv.bias.numpy()
-    kernel[..., channels] = 0
-    bias[channels] = -1
-    conv.kernel.assign(kernel)
-    conv.bias.assign(bias)
 
 
 @pytest.mark.parametrize("architecture", ["seed", "bn"])
 def test_pruning_exactly_the_dead_channels_leaves_the_outputs_unchanged(architecture):
     keras.utils.set_random_seed(1)
     model = multi_unet_model(0.1, 6, 32, 32, 3, architecture=architecture)  # he_normal: activations O(1)
-    _kill(model, "up2_conv2", slice(None), architecture)            # a whole decoder layer
-    _kill(model, "bottleneck_conv2", np.arange(0, 256, 3), architecture)
-    _kill(model, "down1_conv1", [0, 5], architecture)
+    kill(model, "up2_conv2", slice(None), architecture)            # a whole decoder layer
+    kill(model, "bottleneck_conv2", np.arange(0, 256, 3), architecture)
+    kill(model, "down1_conv1", [0, 5], architecture)
     x = np.random.default_rng(3).random((6, 32, 32, 3), dtype=np.float32)
     p = dead_plan(model, x)
     thin = rebuild(model, p)
@@ -194,11 +133,11 @@ def test_a_dead_channel_read_through_a_later_batchnorm_is_not_removed():
 
 
 def test_thin_model_saves_and_loads_in_plain_keras(tmp_path):
-    model = _randomize(branchy_model())
+    model = randomize(branchy_model())
     thin = rebuild(model, plan(model, HALF, "l2"))
     thin.save(tmp_path / "thin.keras")
     loaded = keras.models.load_model(tmp_path / "thin.keras", compile=False)
-    _assert_equal_outputs(loaded, thin, X16)
+    assert_equal_outputs(loaded, thin, X16)
 
 
 def test_at_least_one_channel_stays():
@@ -206,7 +145,7 @@ def test_at_least_one_channel_stays():
     p = plan(model, [{"sparsity": 0.99, "op_types": ["default"]}], "l1")
     assert {n: len(k) for n, k in p.keep.items() if n not in ("seg", "cls")} == \
         {"a": 1, "b": 1, "c": 1, "d": 1, "up": 1, "e": 1, "fc": 1}
-    _assert_equal_outputs(rebuild(model, p), masked_copy(model, p), X16)
+    assert_equal_outputs(rebuild(model, p), masked_copy(model, p), X16)
 
 
 def test_config_list_exclude_op_names_and_last_match():

@@ -71,9 +71,8 @@ def test_kd_with_init_schedule_needs_a_teacher():
     assert "teacher" in error_of({"kd": "true", "schedule": "init"})
 
 
-def test_channel_mode_with_agp_is_refused():
-    assert "prune_mode channel runs with schedule oneshot or init" in error_of(
-        {"prune_mode": "channel", "schedule": "agp"})
+def test_channel_mode_with_agp_is_accepted():  # gradual channel masks, then the rebuild (test_cost_pruning.py)
+    assert resolve({"prune_mode": "channel", "schedule": "agp"}).schedule == "agp"
 
 
 def test_defaults_and_edges_are_valid():
