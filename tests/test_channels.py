@@ -369,18 +369,19 @@ def test_every_point_of_the_compress_search_space_is_a_valid_trial():
     import shlex
     from pathlib import Path
 
+    import yaml
+
     from segmodel.params import parse_flags, resolve
     root = Path(__file__).resolve().parents[1]
     space = json.loads((root / "configs" / "compress_search_space.json").read_text())
-    command = next(line for line in (root / "configs" / "compress.yml").read_text().splitlines()
-                   if line.startswith("trialCommand:"))
-    flags = parse_flags(shlex.split(command.split(":", 1)[1])[2:])
+    command = yaml.safe_load((root / "configs" / "compress.yml").read_text())["trialCommand"]
+    flags = parse_flags(shlex.split(command)[2:])
     choices = {k: v["_value"] for k, v in space.items() if v["_type"] == "choice"}
     assert set(space) - set(choices) == {"learning_rate"}
     for values in itertools.product(*choices.values()):
         for lr in space["learning_rate"]["_value"]:
             p = resolve(flags, {**dict(zip(choices, values)), "learning_rate": lr})
-            assert p.prune_mode in ("weight", "channel") and p.schedule == "oneshot"
+            assert p.prune_mode == "channel" and p.schedule in ("oneshot", "agp") and 0 < p.flops_target < 1
 
 
 def test_fpgm_matches_the_pairwise_definition():
