@@ -283,7 +283,7 @@ class _OneLineParser(argparse.ArgumentParser):
 def build_parser(prog: str = "trial.py") -> argparse.ArgumentParser:
     """Every parameter is a flag of the same name (`--learning-rate 0.001`)."""
     parser = _OneLineParser(
-        prog=prog,
+        prog=prog, allow_abbrev=False,
         description="Train, prune and evaluate the multi-class U-Net once (one NNI trial). Progress goes "
                     "to stderr; stdout gets the final metrics as one JSON object.",
         epilog=FLAG_STYLE.replace("`", ""),
