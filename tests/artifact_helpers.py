@@ -46,3 +46,16 @@ def tiny_export(base: Path) -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def assert_refused_before_tensorflow(argv: list[str], expect: str) -> None:
+    """The trial refuses `argv` in one line starting with `expect`, exit 2, before it imports
+    TensorFlow or Keras."""
+    import subprocess
+    import sys
+    code = ("import sys; from segmodel.cli_trial import main; rc = main(sys.argv[1:]); "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; sys.exit(rc)")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code, *argv], cwd=root, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith(expect), out.stderr

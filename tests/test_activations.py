@@ -1,19 +1,17 @@
 """Dead-unit statistics (segmodel.activations): APoZ, mean activation and "never fires" with
 NNI's semantics, on hand-made models whose channels are known, checked against numpy."""
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+
+from artifact_helpers import assert_refused_before_tensorflow
 from keras import layers
 
 from segmodel.activations import collect, dead_summary, observed_layers
 from segmodel.errors import ParamError
 from segmodel.params import resolve
 
-ROOT = Path(__file__).resolve().parents[1]
 X = np.random.default_rng(0).random((10, 6, 6, 2), dtype=np.float32)
 
 
@@ -118,8 +116,4 @@ def test_activation_criterion_needs_calibration_patches():
     (["--architecture", "resnet"], "error: architecture must be one of seed, bn, leaky; got 'resnet'"),
 ])
 def test_trial_py_refuses_bad_criterion_input_in_one_line(argv, expect):
-    code = ("import sys; from segmodel.cli_trial import main; rc = main(sys.argv[1:]); "
-            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; sys.exit(rc)")
-    out = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2, out.stderr
-    assert out.stderr.count("\n") == 1 and out.stderr.startswith(expect), out.stderr
+    assert_refused_before_tensorflow(argv, expect)

@@ -2,9 +2,6 @@
 meet the target to within one channel, floors hold, dead channels go first, the thin model
 still equals the masked one, and bad input is one line before training."""
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -17,9 +14,9 @@ from segmodel.errors import ParamError
 from segmodel.flops import count_flops
 from segmodel.model import multi_unet_model
 
+from artifact_helpers import assert_refused_before_tensorflow
 from channel_helpers import assert_equal_outputs, branchy_model, kill, randomize
 
-ROOT = Path(__file__).resolve().parents[1]
 ALL = [{"op_types": ["default"]}]
 X32 = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
 
@@ -164,11 +161,7 @@ def test_activation_criterion_without_calibration_and_bad_targets():
      "error: channel_floor must be in [0, 1]"),
 ])
 def test_bad_target_is_one_line_exit_2_before_tensorflow(argv, expect):
-    code = ("import sys; from segmodel.cli_trial import main; rc = main(sys.argv[1:]); "
-            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules; sys.exit(rc)")
-    out = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2, out.stderr
-    assert out.stderr.count("\n") == 1 and out.stderr.startswith(expect), out.stderr
+    assert_refused_before_tensorflow(argv, expect)
 
 
 def test_params_with_a_target_select_layers_only():
