@@ -21,9 +21,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TF_CPP_MIN_LOG_LEVEL=2
 
 WORKDIR /opt/segmodel
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY segmodel ./segmodel
-RUN pip install . \
+RUN pip install -c requirements.lock . \
  && if [ "$GPU" = "1" ]; then pip install "tensorflow[and-cuda]==2.21.*"; fi \
  && python -c "import nni, segmodel, tensorflow; print('nni', nni.__version__, 'tf', tensorflow.__version__)"
 

@@ -1,22 +1,23 @@
-"""`python -m segmodel COMMAND`: train | data | report | export | retrain | predict | bench.
+"""`python -m segmodel COMMAND`: train | data | report | export | retrain | predict.
 
 Each command lives in its own module exposing `register(subparsers)`, which adds a
-subparser whose `func(args) -> int` does the work; `train` and `bench` parse their own
-arguments (a trial's flags are its parameters; each bench has its own)."""
+subparser whose `func(args) -> int` does the work; `train` parses its own arguments
+(a trial's flags are its parameters). Benchmarks are not a command: `python -m benchmarks`."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 
+from .cli import FLAG_STYLE, normalize_flags
 from .errors import SegmodelError
 
-COMMAND_MODULES = ("segmodel.data.cli", "segmodel.report", "segmodel.export", "segmodel.retrain", "segmodel.predict",
-                   "segmodel.bench")
+COMMAND_MODULES = ("segmodel.data.cli", "segmodel.report", "segmodel.export", "segmodel.retrain", "segmodel.predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m segmodel", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m segmodel", description=__doc__.splitlines()[0],
+                                     epilog=FLAG_STYLE.replace("`", ""))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = sub.add_parser("train", help="run one trial outside NNI (same flags as trial.py)", add_help=False)
     train.set_defaults(func=None)
@@ -36,10 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["train"]:  # imported here: the trial parses its own flags (TensorFlow loads only after)
         from .cli_trial import main as trial_main
         return trial_main(argv[1:], prog="python -m segmodel train")
+    argv = normalize_flags(argv)
     try:
-        if argv[:1] == ["bench"]:  # parses its own arguments: each bench has its own
-            from .bench import main as bench_main
-            return bench_main(argv[1:])
         args = build_parser().parse_args(argv)
         return args.func(args) or 0
     except SegmodelError as e:

@@ -10,49 +10,36 @@ import math
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from .data.palette import from_mapping
 
 # ---- TensorBoard, live -----------------------------------------------------------
 
-def tensorboard_callbacks(history) -> list:
-    """[TensorBoardLog] when the trial has a log folder and tensorboard is installed."""
-    log_dir = getattr(history, "log_dir", None)
-    if log_dir is None:
-        return []
+def tensorboard_writer(log_dir) -> "TensorBoardLog | None":
+    """A TensorBoardLog into `log_dir`, or None when tensorboard is not installed."""
     try:
         import tensorboard  # noqa: F401  (tf.summary needs it)
     except ImportError:
-        return []
-    from . import nni_bridge
-    return [TensorBoardLog(nni_bridge.tensorboard_dir(log_dir), history)]
+        return None
+    return TensorBoardLog(log_dir)
 
 
-class TensorBoardLog(keras.callbacks.Callback):
+class TensorBoardLog:
     """Epoch scalars as keras.callbacks.TensorBoard names them (`epoch_loss` in runs
     `train` and `validation`), but stepped by the trial's epoch across all phases,
-    so dense training and fine-tuning draw one continuous curve.
+    so dense training and fine-tuning draw one continuous curve. It writes the rows a
+    `callbacks.History` is given (`History(listeners=[log.write])`)."""
 
-    Must run after train.EpochReporter, which appends the epoch's history row."""
-
-    def __init__(self, log_dir: str, history):
-        super().__init__()
-        self.log_dir, self.history = Path(log_dir), history
+    def __init__(self, log_dir):
+        self.log_dir = Path(log_dir)
         self._writers = None
 
-    def _open(self):
+    def write(self, row: dict) -> None:
         import tensorflow as tf
-        self._writers = {run: tf.summary.create_file_writer(str(self.log_dir / run)) for run in ("train", "validation")}
-
-    def on_epoch_end(self, epoch, logs=None):
-        import tensorflow as tf
-        if not self.history.rows:
-            return
-        row = self.history.rows[-1]
         if self._writers is None:
-            self._open()
+            self._writers = {run: tf.summary.create_file_writer(str(self.log_dir / run))
+                             for run in ("train", "validation")}
         step = int(row["epoch"])
         for run, writer in self._writers.items():
             with writer.as_default(step=step):
@@ -66,7 +53,7 @@ class TensorBoardLog(keras.callbacks.Callback):
                     tf.summary.text("phase", row["phase"])
             writer.flush()
 
-    def on_train_end(self, logs=None):
+    def close(self) -> None:
         for writer in (self._writers or {}).values():
             writer.close()
         self._writers = None

@@ -64,14 +64,17 @@ class EpochReporter(keras.callbacks.Callback):
 
 
 class History:
-    """Rows of (epoch, phase, metrics...) across all phases of a trial."""
+    """Rows of (epoch, phase, metrics...) across all phases of a trial; each new row is
+    also handed to the listeners (the trial's TensorBoard log)."""
 
-    def __init__(self, log_dir: Path | None = None):
+    def __init__(self, listeners=()):
         self.rows: list[dict] = []
-        self.log_dir = log_dir  # TensorBoard logs go to log_dir/tensorboard (artifacts.TensorBoardLog)
+        self.listeners = list(listeners)
 
     def add(self, phase: str, logs: dict) -> None:
         self.rows.append({"epoch": len(self.rows) + 1, "phase": phase, **logs})
+        for listen in self.listeners:
+            listen(self.rows[-1])
 
     def write_csv(self, path: Path) -> None:
         keys: list[str] = []

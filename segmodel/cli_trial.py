@@ -1,7 +1,9 @@
 """`trial.py` and `python -m segmodel train`: resolve parameters, run the trial, exit
-0 on success and 2 with one readable line on a problem the user can fix."""
+0 on success and 2 with one readable line on a problem the user can fix. stdout gets
+the final metrics alone (one JSON object); everything else goes to stderr."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -15,8 +17,9 @@ def main(argv: list[str] | None = None, prog: str = "trial.py") -> int:
     try:
         params = resolve(flags, nni_bridge.tuned_parameters())
         out_dir = params.output_dir or nni_bridge.output_dir() or "out"
-        from .train import run_trial  # after the parameters are valid: importing TensorFlow takes seconds
-        metrics = run_trial(params, nni_bridge.Reporter(), out_dir)
+        with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines are progress: stderr
+            from .train import run_trial  # after the parameters are valid: importing TensorFlow takes seconds
+            metrics = run_trial(params, nni_bridge.Reporter(), out_dir)
     except SegmodelError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return e.exit_code

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import experiments
-from .cli import add_command
+from .cli import add_command, default_out
 from .errors import DataError, SegmodelError
 from .files import gzip_size, raw_size
 from .inference import load_runner
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("experiment", metavar="EXPERIMENT",
                    help="NNI experiment id or folder (or one trial's output folder)")
     p.add_argument("--trial", default=None, metavar="ID", help="trial id (or sequence number); default: the best")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: ./export-<experiment>)")
     p.add_argument("--metric", default="default", help="final-result key that picks the best trial (default: %(default)s)")
     p.add_argument("--calibration-samples", type=int, default=128, metavar="N",
                    help="training patches used to calibrate int8 (default: %(default)s)")
@@ -56,12 +56,13 @@ def main(args: argparse.Namespace) -> int:
     if bad:
         raise ExportError(f"unknown format {', '.join(bad)}; choose from {', '.join(FORMATS)}")
     trial, exp = experiments.select_trial(args.experiment, args.trial, args.metric)
-    result = export_trial(trial, Path(args.out), formats, args.calibration_samples,
+    out = Path(args.out) if args.out else default_out("export", exp.id if exp else args.experiment)
+    result = export_trial(trial, out, formats, args.calibration_samples,
                           experiment_id=exp.id if exp else None)
     print(format_table(result))
     for w in result["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
-    print(f"wrote {Path(args.out) / 'export.json'}")
+    print(f"wrote {out / 'export.json'}", file=sys.stderr)
     return 0
 
 

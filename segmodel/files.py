@@ -33,8 +33,8 @@ def write_json_atomic(path: Path, value) -> None:
 
 def save_model_atomic(model, path: Path) -> None:
     """Keras insists on the .keras suffix, so the temp file keeps it. What is saved is an
-    uncompiled copy: a .keras file always carries the compiled optimizer's state, and the
-    one evaluate() builds (never used) would double the file."""
+    uncompiled copy: a .keras file carries the compiled optimizer's state, which the last
+    training phase left on the model and which would double the file."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
     ship = type(model).from_config(model.get_config())  # clone_model would copy the compile state

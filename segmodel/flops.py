@@ -8,7 +8,9 @@ import math
 
 import keras
 
+from .channels import PRODUCERS  # the layers that make channels: Conv*, Conv*Transpose, Dense
 from .errors import ParamError
+from .layers import walk_layers
 
 
 def _macs(layer, in_shape, out_shape) -> int:
@@ -27,9 +29,6 @@ def _macs(layer, in_shape, out_shape) -> int:
 def count_flops(model: keras.Model) -> int:
     """Multiply-adds of one forward pass of one sample (nested models included; a layer
     called more than once is counted at its first call)."""
-    from .channels import PRODUCERS  # the layers that make channels: Conv*, Conv*Transpose, Dense
-    from .pruning import walk_layers
-
     total = 0
     for layer in walk_layers(model):
         if type(layer).__name__ not in PRODUCERS:

@@ -46,18 +46,27 @@ def scores_from_confusion(cm: np.ndarray, class_names) -> dict:
     }
 
 
-def confusion_matrix(model: keras.Model, dataset, n_classes: int) -> np.ndarray:
-    """Accumulate the confusion matrix of `model` over a batched (image, one-hot mask) dataset."""
+def evaluate_model(model: keras.Model, dataset, n_classes: int, loss_fn) -> tuple[np.ndarray, float, float]:
+    """One pass over a batched (image, one-hot mask) dataset, nothing compiled or changed:
+    the confusion matrix (rows = truth), and `loss_fn` and `jacard_coef` as Keras' evaluate()
+    averages them (the loss weighted by batch size, jacard per batch)."""
     import tensorflow as tf
 
     @tf.function
-    def batch_cm(x, y):
-        pred = tf.argmax(model(x, training=False), axis=-1)
-        true = tf.argmax(y, axis=-1)
-        return tf.math.confusion_matrix(tf.reshape(true, [-1]), tf.reshape(pred, [-1]),
-                                        num_classes=n_classes, dtype=tf.int64)
+    def batch_scores(x, y):
+        probs = tf.cast(model(x, training=False), tf.float32)
+        y = tf.cast(y, tf.float32)
+        true, pred = tf.reshape(tf.argmax(y, -1), [-1]), tf.reshape(tf.argmax(probs, -1), [-1])
+        cm = tf.math.confusion_matrix(true, pred, num_classes=n_classes, dtype=tf.int64)
+        return cm, loss_fn(y, probs), jacard_coef(y, probs), tf.shape(x)[0]
 
     cm = np.zeros((n_classes, n_classes), np.int64)
+    loss_sum = jacard_sum = 0.0
+    n_samples = n_batches = 0
     for x, y in dataset:
-        cm += batch_cm(x, y).numpy()
-    return cm
+        batch_cm, loss, jacard, n = (v.numpy() for v in batch_scores(x, y))
+        cm += batch_cm
+        loss_sum, jacard_sum = loss_sum + float(loss) * int(n), jacard_sum + float(jacard)
+        n_samples, n_batches = n_samples + int(n), n_batches + 1
+    return cm, loss_sum / max(1, n_samples), jacard_sum / max(1, n_batches)
+

@@ -9,10 +9,14 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from .errors import ParamError
+from .cli import FLAG_STYLE, normalize_flags
+from .data.palette import DEFAULT_TOLERANCE
+from .data.pipeline import DEFAULT_PATCH_SIZE
 from .files import parse_json, read_json
 
 SCHEDULES = ("init", "oneshot", "agp")
@@ -72,7 +76,7 @@ class Params:
     kd_temperature: float = _p(4.0, "distillation temperature T")
     kd_alpha: float = _p(0.5, "weight of the distillation term: (1 - alpha) * task + alpha * T^2 * KL")
     teacher: str = _p("", "path to a saved teacher model.keras (default: the trial's dense model)")
-    patch_size: int = _p(128, "square patch side in pixels")
+    patch_size: int = _p(DEFAULT_PATCH_SIZE, "square patch side in pixels")
     patch_stride: int = _p(0, "stride between patches (0 = patch_size, no overlap)")
     val_fraction: float = _p(0.25, "fraction of source images held out for validation")
     augment: bool = _p(False, "random flips and 90-degree rotations of training patches")
@@ -80,7 +84,7 @@ class Params:
     builtin_tiles: int = _p(0, "size of the built-in synthetic set in tiles of 2 images "
                                "(0 = the standard 6; without data_dir)")
     palette: str = _p("", "JSON file mapping class name to mask hex colour (default: Dubai palette)")
-    palette_tolerance: float = _p(0.001, "fraction of a mask's pixels allowed outside the palette (mapped to Unlabeled); more fails")
+    palette_tolerance: float = _p(DEFAULT_TOLERANCE, "fraction of a mask's pixels allowed outside the palette (mapped to Unlabeled); more fails")
     seed: int = _p(0, "random seed for data split, weights and shuffling")
     deterministic: bool = _p(False, "enable TensorFlow op determinism (slower, bit-reproducible)")
     objective: str = _p("accuracy", "what `default` reports: " + " | ".join(OBJECTIVES), choices=OBJECTIVES)
@@ -214,22 +218,21 @@ class _OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         if message.startswith("unrecognized arguments"):
-            message += "; known: " + ", ".join(f.name for f in fields(Params))
+            message += "; known: " + ", ".join("--" + f.name.replace("_", "-") for f in fields(Params))
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser(prog: str = "trial.py") -> argparse.ArgumentParser:
-    """Every parameter is a flag of the same name (`--learning_rate 0.001`)."""
+    """Every parameter is a flag of the same name (`--learning-rate 0.001`)."""
     parser = _OneLineParser(
         prog=prog,
-        description="Train, prune and evaluate the multi-class U-Net once (one NNI trial).",
+        description="Train, prune and evaluate the multi-class U-Net once (one NNI trial). Progress goes "
+                    "to stderr; stdout gets the final metrics as one JSON object.",
+        epilog=FLAG_STYLE.replace("`", ""),
     )
     for f in fields(Params):
-        flags = [f"--{f.name}"]
-        if "_" in f.name:
-            flags.append(f"--{f.name.replace('_', '-')}")
         metavar = "BOOL" if type(f.default) is bool else None
-        parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, metavar=metavar,
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS, metavar=metavar,
                             help=f"{f.metadata['help']} (default: {_shown(f.default)})")
     return parser
 
@@ -239,8 +242,10 @@ def _shown(value) -> str:
 
 
 def parse_flags(argv: list[str] | None = None, prog: str = "trial.py") -> dict[str, Any]:
-    """The flags given on the command line only (not defaults), as raw strings."""
-    return vars(build_parser(prog).parse_args(argv))
+    """The flags given on the command line only (not defaults), as raw strings; `--a_b`
+    and `--a-b` are the same flag (cli.normalize_flags)."""
+    argv = sys.argv[1:] if argv is None else argv
+    return vars(build_parser(prog).parse_args(normalize_flags(argv)))
 
 
 def from_saved(values: Mapping[str, Any], source: str) -> Params:

@@ -15,13 +15,14 @@ from __future__ import annotations
 # `python -m segmodel --help` imports every command module, and should stay instant.
 
 import argparse
+import sys
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .cli import add_command
+from .cli import add_command, default_out
 from .data.palette import Palette, from_mapping, load_palette
 from .errors import SegmodelError
 
@@ -34,7 +35,7 @@ def register(subparsers) -> None:
     p = add_command(subparsers, "predict", __doc__, "colour masks + overlays for images of any size (.keras/.tflite)")
     p.add_argument("model", metavar="MODEL", help="model.keras, model_*.tflite or a SavedModel folder")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (JPEG, PNG, ...), any size")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: ./predict-<model>)")
     p.add_argument("--patch-size", type=int, default=None, metavar="N",
                    help="tile side when the model accepts any size (default: the model's input size)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="tiles per model call (default: %(default)s)")
@@ -61,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
     if runner.n_classes and runner.n_classes != len(names):
         raise PredictError(f"{args.model} predicts {runner.n_classes} classes but the palette has {len(names)} "
                            f"({', '.join(names)}): give --palette")
-    out = Path(args.out)
+    out = Path(args.out) if args.out else default_out("predict", Path(args.model).stem)
     out.mkdir(parents=True, exist_ok=True)
     for n, path in enumerate(images, start=1):
         started = time.time()
@@ -76,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
         tiles = -(-h // patch) * -(-w // patch)
         print(f"[{n}/{len(images)}] {path.name}: {w}x{h}, {tiles} tiles of {patch}px, "
               f"{time.time() - started:.1f}s -> {mask_path.name} ({top})", flush=True)
-    print(f"wrote {2 * len(images)} files to {out}")
+    print(f"wrote {2 * len(images)} files to {out}", file=sys.stderr)
     return 0
 
 

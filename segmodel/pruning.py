@@ -20,6 +20,7 @@ import numpy as np
 from keras import ops
 
 from .errors import ParamError
+from .layers import own_weights, walk_layers
 from .params import ALLOCATIONS
 
 # NNI's 'default' op type (nni.compression.tensorflow.default_layers.weighted_modules).
@@ -29,28 +30,6 @@ CONFIG_KEYS = ("sparsity", "sparsity_per_layer", "op_types", "op_names", "exclud
 
 
 # ---- which weights: NNI's config_list ----------------------------------------------------
-
-def walk_layers(layer) -> list:
-    """Every layer nested in `layer`, depth first, each once (public Keras API: a Model,
-    Sequential included, lists its layers in `.layers`; a plain layer has none)."""
-    found, seen = [], set()
-
-    def visit(parent):
-        for sub in parent.layers if isinstance(parent, keras.Model) else ():
-            if id(sub) not in seen:
-                seen.add(id(sub))
-                found.append(sub)
-                visit(sub)
-
-    visit(layer)
-    return found
-
-
-def own_weights(layer) -> list:
-    """The layer's own variables: those of the layers nested in it (a Model's) excluded."""
-    nested = {id(v) for sub in walk_layers(layer) for v in sub.weights}
-    return [v for v in layer.weights if id(v) not in nested]
-
 
 def prunable_weights(layer) -> list:
     """The layer's own trainable weight tensors except biases (NNI skips every weight whose

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from . import experiments
 from .experiments import Experiment, Trial
-from .files import gzip_size
+from .cli import add_command, default_out
+from .files import gzip_size, write_text_atomic
 
 FIXED = ("rank", "trial", "seq", "status", "default", "told", "iou", "dense_iou", "accuracy", "sparsity",
          "gzip_mb", "mflops", "duration_s")
@@ -31,8 +32,7 @@ PARETO_AXES = {"sparsity": ("sparsity (fraction of weights zero, or removed)", T
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("report", help="leaderboard + Pareto plot of an NNI experiment's trials",
-                              description=" ".join(__doc__.split("\n\n")[0].split()).replace("`", ""))
+    p = add_command(subparsers, "report", __doc__, "leaderboard + Pareto plot of an NNI experiment's trials")
     p.add_argument("experiment", metavar="EXPERIMENT", help="NNI experiment id, or its folder")
     p.add_argument("--out", default=None, metavar="DIR", help="where to write the files (default: ./report-<id>)")
     p.add_argument("--metric", default="default", help="final-result key to rank by (default: %(default)s; "
@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
         raise experiments.ExperimentError(f"--pareto-x: unknown key {', '.join(bad) or '(none)'}; "
                                           f"choose from {', '.join(PARETO_AXES)}")
     exp = experiments.load(args.experiment)
-    out = Path(args.out or f"report-{exp.id}")
+    out = Path(args.out) if args.out else default_out("report", exp.id)
     out.mkdir(parents=True, exist_ok=True)
     rows = leaderboard(exp, args.metric, progress=True)
     params = hyperparameter_names(exp)
@@ -57,14 +57,14 @@ def main(args: argparse.Namespace) -> int:
     print(f"experiment {exp.id} ({exp.status or 'status unknown'}), {len(exp.trials)} trials, "
           f"ranked by {args.metric} ({exp.optimize_mode})")
     print(format_table(rows, columns))
-    (out / "leaderboard.csv").write_text(to_csv(rows, columns))
-    (out / "leaderboard.md").write_text(to_markdown(exp, rows, columns, args.metric))
+    write_text_atomic(out / "leaderboard.csv", to_csv(rows, columns))
+    write_text_atomic(out / "leaderboard.md", to_markdown(exp, rows, columns, args.metric))
     written = ["leaderboard.csv", "leaderboard.md"]
     if plot_pareto(rows, out / "pareto.png", title=f"experiment {exp.id}", axes=axes):
         written.append("pareto.png")
     if plot_best_vs_time(exp, out / "best_vs_time.png"):
         written.append("best_vs_time.png")
-    print(f"wrote {', '.join(str(out / w) for w in written)}")
+    print(f"wrote {', '.join(str(out / w) for w in written)}", file=sys.stderr)
     return 0
 
 

@@ -1,24 +1,24 @@
-"""`python -m segmodel retrain EXPERIMENT [--trial ID] --epochs N --finetune_epochs M --out DIR [--flags "..."]`:
+"""`python -m segmodel retrain EXPERIMENT [--trial ID] [--out DIR] [-- TRIAL FLAGS]`:
 take the winner home at full quality.
 
 An NNI experiment tunes at low fidelity (few epochs a trial), which is right for search
 but ships a half-trained model. This reruns the chosen trial (default: the best) with its
-own parameters (its params.json) at the budget you give, as one ordinary trial into DIR:
-the pruning recipe is the trial's (Params defaults: global ranking, cosine fine-tuning),
-`--flags` (trial flags, one string) override anything else (e.g. `--flags "--sparsity 0.9"`). Then
-`python -m segmodel export DIR --out ship/` ships it.
+own parameters (its params.json) as one ordinary trial into DIR (default
+./retrain-<experiment>): the pruning recipe is the trial's (Params defaults: global
+ranking, cosine fine-tuning). Trial flags after `--` override the trial's parameters --
+the budget above all. Then `python -m segmodel export DIR` ships it.
 
-    python -m segmodel retrain ~/nni-experiments/abc123 --epochs 12 --finetune_epochs 8 --out runs/winner
+    python -m segmodel retrain abc123 --out winner -- --epochs 12 --finetune-epochs 8
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import shlex
 import sys
 from pathlib import Path
 
-from .cli import add_command
+from .cli import add_command, default_out
 from .errors import ParamError
 
 
@@ -28,40 +28,38 @@ def register(subparsers) -> None:
     p.add_argument("--trial", default=None, metavar="ID", help="trial id (or sequence number); default: the best")
     p.add_argument("--metric", default="default",
                    help="final-result key that picks the best trial (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=None, help="dense epochs (default: the trial's)")
-    p.add_argument("--finetune_epochs", type=int, default=None, help="fine-tuning epochs (default: the trial's)")
-    p.add_argument("--out", type=Path, required=True, help="folder for the retrained trial")
-    p.add_argument("--flags", default="",
-                   help='trial flags that override the trial\'s, one string: --flags="--sparsity 0.9"')
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="folder for the retrained trial (default: ./retrain-<experiment>)")
+    p.add_argument("trial_flags", nargs="*", metavar="-- TRIAL_FLAGS",
+                   help="trial flags that override the trial's, after --: -- --epochs 12 --sparsity 0.9")
     p.set_defaults(func=main)
 
 
-def retrain_params(trial_params: dict, epochs: int | None, finetune_epochs: int | None, out: Path,
-                   flags: list[str]):
-    """The trial's parameters, then the new budget and output folder, then the flags."""
+def retrain_params(trial_params: dict, out: Path, flags: list[str]):
+    """The trial's parameters, then the output folder, then the flags."""
     from .params import from_saved, parse_flags
     params = from_saved(trial_params, "the trial's params.json")
-    budget = {k: v for k, v in (("epochs", epochs), ("finetune_epochs", finetune_epochs)) if v is not None}
-    params.update({**budget, "output_dir": str(out)}, "retrain")
-    given = parse_flags(flags, prog="retrain --flags")
+    params.update({"output_dir": str(out)}, "retrain")
+    given = parse_flags(flags, prog="retrain --")
     if "output_dir" in given:
-        raise ParamError("--output_dir: give retrain --out instead")
+        raise ParamError("--output-dir: give retrain --out instead")
     return params.update(given, "command line").validate()
 
 
 def main(args: argparse.Namespace) -> int:
     from . import experiments, nni_bridge
 
-    trial, _ = experiments.select_trial(args.experiment, args.trial, args.metric)
-    params = retrain_params(json.loads(trial.file("params.json").read_text()), args.epochs,
-                            args.finetune_epochs, args.out, shlex.split(args.flags))
+    trial, exp = experiments.select_trial(args.experiment, args.trial, args.metric)
+    args.out = args.out or default_out("retrain", exp.id if exp else args.experiment)
+    params = retrain_params(json.loads(trial.file("params.json").read_text()), args.out, args.trial_flags)
     before = trial.metrics
     print(f"retrain: trial {trial.id} (val mean IoU {before.get('iou', float('nan')):.4f}) with "
           f"{params.epochs} + {params.finetune_epochs} epochs into {args.out}", file=sys.stderr, flush=True)
     from .train import run_trial  # after the parameters are valid: importing TensorFlow takes seconds
-    metrics = run_trial(params, nni_bridge.Reporter(), args.out)
+    with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines are progress: stderr
+        metrics = run_trial(params, nni_bridge.Reporter(), args.out)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     print(f"retrain: val mean IoU {before.get('iou', float('nan')):.4f} -> {metrics.get('iou', float('nan')):.4f}"
-          f" (sparsity {metrics.get('sparsity', 0):.4f}); ship it: python -m segmodel export {args.out} --out DIR",
+          f" (sparsity {metrics.get('sparsity', 0):.4f}); ship it: python -m segmodel export {args.out}",
           file=sys.stderr)
     return 0

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import sys
-import time
 import urllib.parse
 import urllib.request
 
@@ -196,20 +195,5 @@ def configure(params) -> str:
     precision = choose_precision(params.precision)
     keras.mixed_precision.set_global_policy(precision)
     print(f"segmodel: {threads} intra-op thread(s) ({why}); precision {precision}", file=sys.stderr, flush=True)
-    if os.environ.get("NNI_TRIAL_JOB_ID") and not getattr(configure, "_accounting", False):
-        import atexit
-        atexit.register(_report_usage)
-        configure._accounting = True
     return precision
 
-
-def _report_usage() -> None:
-    """One line at the exit of an NNI trial: CPU seconds against wall seconds, so its log
-    shows how much of the CPU it got (`bench trials-per-hour` reads it)."""
-    t = os.times()
-    try:
-        import psutil
-        wall = f"{time.time() - psutil.Process().create_time():.1f}"
-    except Exception:
-        wall = "?"
-    print(f"segmodel: process used cpu {t.user + t.system:.1f} s in wall {wall} s", file=sys.stderr, flush=True)

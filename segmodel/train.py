@@ -11,7 +11,8 @@ one global magnitude ranking unless --allocation uniform):
 With `prune_mode channel` pruning removes whole filters: the model is rebuilt thinner
 (segmodel.channels) at the pruning point, and the thin model is what trains on and is saved.
 
-The callbacks live in `callbacks.py`, file writing and sizes in `files.py`.
+What is pruned, and how, is `compression.py`'s; the callbacks live in `callbacks.py`,
+file writing and sizes in `files.py`.
 """
 from __future__ import annotations
 
@@ -22,19 +23,19 @@ from pathlib import Path
 
 import keras
 
-from . import activations, channels, runtime
 from . import data as datasets
-from .artifacts import tensorboard_callbacks, write_trial_artifacts
+from . import activations, nni_bridge, runtime
+from .artifacts import tensorboard_writer, write_trial_artifacts
 from .callbacks import DivergenceGuard, EpochReporter, History
+from .compression import Compression
 from .distill import Distiller
 from .errors import ParamError, TrainingDiverged
 from .files import gzip_size, save_model_atomic, write_json_atomic
 from .flops import count_flops
 from .losses import task_loss
-from .metrics import confusion_matrix, jacard_coef, scores_from_confusion, training_metrics
+from .metrics import evaluate_model, scores_from_confusion, training_metrics
 from .model import build_model
 from .params import Params
-from .pruning import AGPCallback, Pruner, sparsity_stats
 
 
 def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
@@ -44,46 +45,31 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     precision = runtime.configure(params)
-    config_list = params.config_list  # fail on a bad config or teacher before loading anything
     if params.kd and params.teacher and not Path(params.teacher).is_file():
         raise ParamError(f"teacher: no such file {params.teacher!r}")
     splits = datasets.load(params)
     model = build_model(params, splits.n_classes)
-    history = History(log_dir=out)
     dense_size = {"dense_params": model.count_params(), "dense_flops": count_flops(model)}
-    channel = params.prune_mode == "channel" and bool(config_list)
-    pruner = Pruner(model, config_list, params.allocation) if config_list and params.prune_mode == "weight" else None
-    thin_plan = channels.plan(model, config_list) if channel else None  # fails fast on the graph and config
-    calibration = activations.calibration_set(splits.train, params.calibration_patches)
+    compression = Compression.for_trial(params, model, splits)  # a bad config_list fails here, before training
+    tensorboard = tensorboard_writer(nni_bridge.tensorboard_dir(out))
+    history = History(listeners=[tensorboard.write] if tensorboard else [])
+    trial = _Phases(params, splits, history, reporter)
     steps_per_epoch = max(1, math.ceil(splits.n_train / params.batch_size))
     dense: dict = {}
 
     try:
-        if params.schedule == "init":
-            if pruner:
-                pruner.prune()
-            if channel:
-                model, thin_plan = channels.prune(model, config_list, params.channel_criterion, calibration)
-            teacher = _teacher(model, params) if params.kd else None  # kd needs --teacher here (validated)
-            _fit(model, params, splits, params.epochs + params.finetune_epochs, "pruned", history, reporter,
-                 teacher=teacher)
-        else:
-            _fit(model, params, splits, params.epochs, "dense", history, reporter)
+        if params.schedule == "init":  # prune the untrained model, then train it all epochs
+            model = compression.prune(model)
+            trial.fit(model, params.epochs + params.finetune_epochs, "pruned", teacher=_teacher(model, params))
+        else:  # train dense, prune, fine-tune
+            trial.fit(model, params.epochs, "dense")
             dense = evaluate(model, splits, params)
-            teacher = _teacher(model, params) if params.kd else None
-            callbacks = []
-            if channel:
-                model, thin_plan = channels.prune(model, config_list, params.channel_criterion, calibration)
-            elif pruner and params.schedule == "oneshot":
-                pruner.prune()
-            elif pruner:  # agp: masks attached (all ones) before the train function is traced
-                pruner.prune(fraction=0.0)
-                span = params.agp_steps or steps_per_epoch * max(1, params.finetune_epochs // 2)
-                callbacks.append(AGPCallback(pruner, span, params.agp_frequency))
+            teacher = _teacher(model, params)
+            model = compression.prune(model)
             if params.finetune_epochs:
-                _fit(model, params, splits, params.finetune_epochs, "finetune", history, reporter,
-                     teacher=teacher, callbacks=callbacks,
-                     learning_rate=finetune_learning_rate(params, steps_per_epoch * params.finetune_epochs))
+                trial.fit(model, params.finetune_epochs, "finetune", teacher=teacher,
+                          callbacks=compression.finetune_callbacks(steps_per_epoch),
+                          learning_rate=finetune_learning_rate(params, steps_per_epoch * params.finetune_epochs))
     except TrainingDiverged as e:
         metrics = {"default": 0.0, "diverged": 1, "diverged_reason": str(e),
                    "duration_s": round(time.time() - started, 1)}
@@ -91,13 +77,12 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
         write_json_atomic(out / "metrics.json", metrics)
         reporter.final(_numeric(metrics))
         return metrics
+    finally:
+        if tensorboard:
+            tensorboard.close()
 
-    if pruner:
-        pruner.strip()
+    model, stats = compression.finish(model)
     final = evaluate(model, splits, params)
-    stats = sparsity_stats(model, pruner.targets if pruner else [])
-    if thin_plan:  # nothing is zero in a thin model: its sparsity is the share of the dense parameters gone
-        stats.update(sparsity=1 - stats["params"] / dense_size["dense_params"], **thin_plan.stats())
     metrics = {
         "default": final["iou"] if params.objective == "iou" else final["accuracy"],
         **{k: v for k, v in final.items() if k != "class_iou"},
@@ -145,7 +130,7 @@ def finetune_learning_rate(params: Params, steps: int):
 
 def compile_trainer(model, params: Params, n_classes: int, teacher=None, learning_rate=None):
     """The model compiled for one phase, or a Distiller around it when there is a teacher
-    (`segmodel bench` compiles its models with this too). `learning_rate`: a float or a
+    (`python -m benchmarks stages` compiles its models with this too). `learning_rate`: a float or a
     Keras schedule (default: params.learning_rate)."""
     optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate if learning_rate is None else learning_rate)
     if teacher is not None:
@@ -156,19 +141,29 @@ def compile_trainer(model, params: Params, n_classes: int, teacher=None, learnin
     return model
 
 
-def _fit(model, params, splits, epochs, phase, history, reporter, teacher=None, callbacks=(), learning_rate=None):
-    trainer = compile_trainer(model, params, splits.n_classes, teacher, learning_rate)
-    runtime.build_before_tracing(trainer, splits.train.element_spec)  # one trace, not two
-    guard = DivergenceGuard()
-    report = EpochReporter(reporter, params.objective, phase, history, guard)
-    trainer.fit(splits.train, validation_data=splits.val, epochs=epochs, verbose=2,
-                callbacks=[guard, *callbacks, report, *tensorboard_callbacks(history)])
-    if guard.reason:
-        raise TrainingDiverged(guard.reason)
+class _Phases:
+    """What every phase of one trial shares: its data, history and reporter."""
+
+    def __init__(self, params: Params, splits, history: History, reporter):
+        self.params, self.splits, self.history, self.reporter = params, splits, history, reporter
+
+    def fit(self, model, epochs: int, phase: str, teacher=None, callbacks=(), learning_rate=None) -> None:
+        """One phase: `epochs` of fit(); TrainingDiverged at the first bad batch."""
+        trainer = compile_trainer(model, self.params, self.splits.n_classes, teacher, learning_rate)
+        runtime.build_before_tracing(trainer, self.splits.train.element_spec)  # one trace, not two
+        guard = DivergenceGuard()
+        report = EpochReporter(self.reporter, self.params.objective, phase, self.history, guard)
+        trainer.fit(self.splits.train, validation_data=self.splits.val, epochs=epochs, verbose=2,
+                    callbacks=[guard, *callbacks, report])
+        if guard.reason:
+            raise TrainingDiverged(guard.reason)
 
 
 def _teacher(model, params: Params):
-    """The frozen teacher: a saved model if given, else a copy of the dense model."""
+    """The frozen teacher when the trial distils (`kd`), else None: a saved model if
+    given, else a copy of the dense model."""
+    if not params.kd:
+        return None
     if params.teacher:
         teacher = keras.models.load_model(params.teacher, compile=False)
     else:
@@ -182,12 +177,10 @@ def _teacher(model, params: Params):
 
 def evaluate(model, splits, params: Params) -> dict:
     """Exact validation scores: accuracy and IoU from one confusion matrix, plus the
-    task loss and the seed's jacard_coef as Keras averages them."""
-    model.compile(loss=task_loss(params.class_weights), metrics=[jacard_coef])
-    runtime.build_before_tracing(model, splits.val.element_spec)
-    loss, jacard = model.evaluate(splits.val, verbose=0)
-    scores = scores_from_confusion(confusion_matrix(model, splits.val, splits.n_classes), splits.class_names)
-    return {**scores, "loss": float(loss), "jacard": float(jacard)}
+    task loss and the seed's jacard_coef as Keras' evaluate() averages them. The model
+    is only run, never compiled or changed."""
+    cm, loss, jacard = evaluate_model(model, splits.val, splits.n_classes, task_loss(params.class_weights))
+    return {**scores_from_confusion(cm, splits.class_names), "loss": loss, "jacard": jacard}
 
 
 def _numeric(metrics: dict) -> dict:

@@ -19,3 +19,27 @@ def policy():
     before = keras.mixed_precision.global_policy().name
     yield keras.mixed_precision.set_global_policy
     keras.mixed_precision.set_global_policy(before)
+
+
+# ---- tiny real artifacts, built once per session (tests/artifact_helpers.py) ----------------
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory):
+    """The session's folder of tiny shared inputs: a dataset, a trial, its export."""
+    base = tmp_path_factory.getbasetemp() / "segmodel-artifacts"
+    base.mkdir(exist_ok=True)
+    return base
+
+
+@pytest.fixture(scope="session")
+def trial(artifacts):
+    """A finished tiny trial folder."""
+    from artifact_helpers import tiny_trial
+    return tiny_trial(artifacts)
+
+
+@pytest.fixture(scope="session")
+def exported(artifacts, trial):
+    """`export` of the tiny trial, every format."""
+    from artifact_helpers import tiny_export
+    return tiny_export(artifacts)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from segmodel.experiments import free_port  # noqa: F401  (the tests' helper too)
+from segmodel.experiments import ENDED, free_port  # noqa: F401  (free_port: the tests' helper too)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -117,7 +117,7 @@ class NNIExperiment:
 
         No total deadline tuned on one machine: the wait follows events and gives up only
         when nothing at all happened (no status change, no new metric) for `stall` seconds."""
-        ended = {"SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"}
+        ended = set(ENDED)
         last, changed = None, time.time()
         while time.time() - changed < stall:
             status = self.status()

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from segmodel.experiments import free_port  # NNI needs port+1 free too; harmless for sshd
+
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 
 
@@ -41,12 +43,6 @@ def sshd_binary() -> tuple[str | None, str]:
     if os.geteuid() != 0:
         return None, "sshd must run as root to log users in (privilege separation); tests run as non-root"
     return path, ""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalSshd:
@@ -92,7 +88,7 @@ class LocalSshd:
 
         last_error = ""
         for _ in range(5):  # a free port can be taken between probing and binding
-            self.port = _free_port()
+            self.port = free_port()
             config = self._write_config(host_key, authorized)
             check = subprocess.run([binary, "-t", "-f", str(config)], capture_output=True, text=True)
             if check.returncode != 0:

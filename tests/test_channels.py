@@ -421,24 +421,6 @@ def test_every_point_of_the_compress_search_space_is_a_valid_trial():
             assert p.prune_mode in ("weight", "channel") and p.schedule == "oneshot"
 
 
-def test_bench_channels_sizes_and_times_real_models():
-    from segmodel.bench.channels import at_size, speed, targets
-    model = multi_unet_model(0.1, 6, 32, 32, 3)
-    thin = rebuild(model, plan(model, HALF, "l1"))
-    big = at_size(thin, 64)
-    assert big.input_shape == (None, 64, 64, 3) and big.count_params() == thin.count_params()
-    x = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
-    np.testing.assert_allclose(at_size(big, 32)(x), thin(x), atol=1e-6)   # same weights, any side
-    ips = speed({"dense": model, "channel 50%": thin}, sides=(32,), batches=(1, 2), rounds=1)
-    assert set(ips["dense"]) == {"keras 32px b1", "tflite 32px b1", "keras 32px b2", "tflite 32px b2"}
-    assert all(v > 0 for row in ips.values() for v in row.values())
-    rows = {name: {"flops": count_flops(m), "img_s": ips[name], "delta_points_mean": d,
-                   "keras_bytes": kb, "int8_tflite_bytes": ib}
-            for name, m, d, kb, ib in [("dense", model, 0.0, 7.9e6, 2.0e6), ("channel 50%", thin, -2.0, 2.1e6, 0.5e6)]}
-    met = {t["target"].split(",")[0]: t["met"] for t in targets(rows, {"sizes": (32,), "batches": (1, 2)})}
-    assert met["FLOPs"] is True and met["mean IoU"] is False and met["int8 TFLite of channel 50% / dense model.keras"]
-
-
 def test_fpgm_matches_the_pairwise_definition():
     filters = np.random.default_rng(3).normal(size=(7, 12))
     pairwise = np.sqrt(((filters[:, None] - filters[None]) ** 2).sum(-1)).sum(1)

@@ -4,24 +4,8 @@ import gzip
 import numpy as np
 import pytest
 
-from artifact_helpers import read_json, tiny_export, tiny_trial
+from artifact_helpers import read_json
 from segmodel.__main__ import main
-
-
-@pytest.fixture(scope="session")
-def base(tmp_path_factory):
-    return tmp_path_factory.getbasetemp() / "segmodel-artifacts"
-
-
-@pytest.fixture(scope="session")
-def trial(base):
-    base.mkdir(exist_ok=True)
-    return tiny_trial(base)
-
-
-@pytest.fixture(scope="session")
-def exported(base, trial):
-    return tiny_export(base)
 
 
 def test_trial_writes_plots_history_and_tensorboard(trial):
@@ -100,14 +84,6 @@ def test_export_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error: no NNI experiment") and "\n" not in err
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "not an NNI experiment folder" in capsys.readouterr().err
-
-
-def test_help_for_every_command(capsys):
-    for command in ("report", "export", "predict"):
-        with pytest.raises(SystemExit) as e:
-            main([command, "--help"])
-        assert e.value.code == 0
-        assert command in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("fails_at", ["allocate_tensors", "invoke"])

@@ -3,16 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from artifact_helpers import tiny_export
 from segmodel.__main__ import main
 from segmodel.predict import stitch, tile
-
-
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp() / "segmodel-artifacts"
-    base.mkdir(exist_ok=True)
-    return tiny_export(base)
 
 
 @pytest.mark.parametrize("h,w", [(32, 32), (70, 45), (5, 100)])

@@ -12,9 +12,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp() / "segmodel-artifacts"
-    base.mkdir(exist_ok=True)
+def experiment(artifacts, tmp_path_factory):
+    base = artifacts
     work = tmp_path_factory.mktemp("report-exp")
     config = base_config(
         trialCommand=base_config()["trialCommand"] + f" --finetune_epochs 0 --data_dir '{tiny_dataset(base)}'",

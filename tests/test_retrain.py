@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from artifact_helpers import read_json, tiny_trial
+from artifact_helpers import read_json
 from segmodel.__main__ import main
 from segmodel.errors import ParamError
 from segmodel.retrain import retrain_params
@@ -12,23 +12,20 @@ from segmodel.retrain import retrain_params
 def test_retrain_params_keep_the_trials_and_take_the_new_budget(tmp_path):
     saved = {"learning_rate": 0.003, "epochs": 1, "finetune_epochs": 0, "sparsity": 0.5, "output_dir": "old",
              "retired_name": 1}  # a params.json from another version may carry names this one lacks
-    p = retrain_params(saved, 12, 8, tmp_path / "new", ["--sparsity", "0.9"])
+    p = retrain_params(saved, tmp_path / "new", ["--epochs", "12", "--finetune-epochs", "8", "--sparsity", "0.9"])
     assert (p.learning_rate, p.epochs, p.finetune_epochs, p.sparsity) == (0.003, 12, 8, 0.9)
     assert p.output_dir == str(tmp_path / "new") and p.allocation == "global" and p.finetune_lr == "cosine"
-    assert retrain_params(saved, None, None, tmp_path, []).epochs == 1  # budget defaults to the trial's
+    assert retrain_params(saved, tmp_path, []).epochs == 1  # budget defaults to the trial's
     with pytest.raises(ParamError, match="--out"):
-        retrain_params(saved, 2, 2, tmp_path, ["--output_dir", "x"])
+        retrain_params(saved, tmp_path, ["--output_dir", "x"])
     with pytest.raises(ParamError, match="epochs"):
-        retrain_params(saved, 0, 2, tmp_path, [])
+        retrain_params(saved, tmp_path, ["--epochs", "0"])
 
 
-def test_retrain_reruns_a_trial_folder_with_more_epochs(tmp_path_factory, capsys):
-    base = tmp_path_factory.getbasetemp() / "segmodel-artifacts"
-    base.mkdir(exist_ok=True)
-    trial = tiny_trial(base)
+def test_retrain_reruns_a_trial_folder_with_more_epochs(trial, tmp_path_factory, capsys):
     out = tmp_path_factory.mktemp("retrained") / "winner"
-    assert main(["retrain", str(trial), "--epochs", "2", "--finetune_epochs", "1", "--out", str(out),
-                 "--flags", "--sparsity 0.9"]) == 0
+    assert main(["retrain", str(trial), "--out", str(out), "--", "--epochs", "2", "--finetune_epochs", "1",
+                 "--sparsity", "0.9"]) == 0
     old, new = read_json(trial / "params.json"), read_json(out / "params.json")
     assert (new["epochs"], new["finetune_epochs"], new["sparsity"], new["output_dir"]) == (2, 1, 0.9, str(out))
     assert {k: v for k, v in new.items() if k not in ("epochs", "finetune_epochs", "sparsity", "output_dir")} \
@@ -38,4 +35,4 @@ def test_retrain_reruns_a_trial_folder_with_more_epochs(tmp_path_factory, capsys
     phases = [row.split(",")[1] for row in (out / "history.csv").read_text().splitlines()[1:]]
     assert phases == ["dense", "dense", "finetune"]
     printed = capsys.readouterr()
-    assert json.loads(printed.out[printed.out.rindex("\n{\n"):])["iou"] == metrics["iou"] and "export" in printed.err
+    assert json.loads(printed.out)["iou"] == metrics["iou"] and "export" in printed.err  # stdout: the JSON alone

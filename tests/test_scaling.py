@@ -43,10 +43,6 @@ def load_validated(path: Path, tmp_path: Path) -> dict:
 # ---------------------------------------------------------------------------------
 # Configs, offline
 # ---------------------------------------------------------------------------------
-def test_scaling_configs_exist():
-    assert {"remote", "gpu", "kubeflow"} <= set(SCALING_FILES), sorted(SCALING_FILES)
-
-
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_config_validates_with_nni(path, tmp_path):
     canon = load_validated(path, tmp_path)

@@ -1,9 +1,13 @@
-"""The table logic of segmodel.bench.tuner on recorded trials (the real experiment is in
+"""The table logic of benchmarks/tuner.py on recorded trials (the real experiment is in
 tests/test_tuning_experiment.py; the full 20-minute runs are the README's measurement)."""
+import sys
+
 from segmodel.experiments import Experiment, Trial
-from segmodel.bench.tuner import format_table, near_duplicates, plot_runs, summarize, variants
 
 from nni_helpers import ROOT
+
+sys.path.insert(0, str(ROOT))  # `benchmarks` lives at the repository root, outside the package
+from benchmarks.tuner import format_table, near_duplicates, plot_runs, summarize, variants  # noqa: E402
 
 
 def trial(seq, status, lr, dropout, final=None, end_min=None):

@@ -33,11 +33,20 @@ def result(params) -> dict:
 
 
 def drive(tuner, space=SPACE, rounds=8) -> list:
-    """Rounds of propose -> trial accepts -> report; returns the resolved Params."""
+    """Rounds of propose -> trial accepts -> report; returns the resolved Params. Every
+    proposal is a point of `space`: each of its parameters, inside its range or choices."""
     tuner.update_search_space(space)
     resolved = []
     for i in range(rounds):
         proposed = tuner.generate_parameters(i)
+        assert set(proposed) == set(space), proposed
+        for name, spec in space.items():
+            value = proposed[name]
+            if spec["_type"] == "choice":
+                assert value in spec["_value"], (name, value)
+            else:
+                lo, hi = spec["_value"]
+                assert lo <= value <= hi, (name, value)
         resolved.append(resolve(tuned=from_tuner(proposed)))
         tuner.receive_trial_result(i, proposed, result(proposed))
     return resolved
@@ -65,8 +74,12 @@ def upstream_bug(error: Exception, expected: type, message: str, reason: str) ->
 
 
 def assert_explores(resolved):
-    assert len({(p.learning_rate, p.dropout_rate, p.weight1) for p in resolved}) > 1
-    assert all(1e-4 <= p.learning_rate <= 1e-2 and 0 <= p.dropout_rate <= 0.5 for p in resolved)
+    """No two rounds ran the same trial (a tuner stuck on one point wastes the experiment;
+    Hyperband reruns a point at a larger budget, which is another trial),
+    and what the trial runs is what was proposed: the six weights normalized, nothing clipped."""
+    points = [(p.learning_rate, p.dropout_rate, *p.class_weights, p.epochs) for p in resolved]
+    assert len(set(points)) == len(points), points
+    assert all(sum(p.class_weights) == pytest.approx(1) for p in resolved)
 
 
 # ---- tuners that work as they are --------------------------------------------------

@@ -15,7 +15,7 @@ EPOCHS = 15
 TRIAL = f"{TINY_DATA} --batch_size 8 --schedule init --sparsity 0 --epochs {EPOCHS} --finetune_epochs 0 --threads 1"
 
 from segmodel import experiments
-from segmodel.bench import tuner as tuner_bench
+from benchmarks import tuner as tuner_bench  # the repository root is on sys.path (python -m pytest)
 from segmodel.__main__ import main
 
 pytestmark = pytest.mark.slow
@@ -52,7 +52,7 @@ def test_a_stopped_trial_reaches_the_tuner_and_survives_resume(tmp_path):
         assert float(rows[stopped.id]["told"]) == pytest.approx(told[stopped.id]["value"])
         assert float(rows[finished.id]["told"]) == pytest.approx(finished.final["default"])
         assert (out / "best_vs_time.png").read_bytes()[:4] == b"\x89PNG"
-        # The measurement's table row for this experiment (segmodel/bench/tuner.py).
+        # The measurement's table row for this experiment (benchmarks/tuner.py).
         row = tuner_bench.summarize(experiments.load(folder))
         assert (row["trials"], row["finished"], row["stopped"], row["near_dup_stopped"]) == (2, 1, 1, 0)
         assert row["best"] == finished.final["default"] and row["best_minute"] > 0

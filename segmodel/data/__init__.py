@@ -15,12 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..params import Params
-from .palette import Palette, load_palette
+from .palette import DEFAULT_TOLERANCE, Palette, load_palette
 from .pipeline import build, fits_cache, n_patches
 from .readers import Source, find_pairs, scan
-
-DEFAULT_TOLERANCE = Params().palette_tolerance  # one default, the parameter's
 
 
 @dataclass

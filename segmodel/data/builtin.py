@@ -9,11 +9,14 @@ mid-write leaves only a `.tmp-*` folder that nobody reads (and that is swept lat
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
 import uuid
 from pathlib import Path
+
+import filelock
 
 from .synthetic import SynthSpec, write_dataset
 
@@ -46,10 +49,10 @@ def ensure(spec: SynthSpec = BUILTIN, root: Path | None = None, writer=None) -> 
     if is_complete(final):
         return final, False
     root.mkdir(parents=True, exist_ok=True)
-    with _Lock(root / f".{final.name}.lock") as lock:
+    with _locked(root / f".{final.name}.lock") as held:
         if is_complete(final):
             return final, False
-        _sweep(root, final.name, max_age_s=0 if lock.held else STALE_TMP_S)
+        _sweep(root, final.name, max_age_s=0 if held else STALE_TMP_S)
         if final.exists():  # no marker: left by something other than this code; never trust it
             shutil.rmtree(final, ignore_errors=True)
         tmp = root / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -76,27 +79,17 @@ def _sweep(root: Path, name: str, max_age_s: float) -> None:
             pass
 
 
-class _Lock:
-    """Exclusive advisory file lock; a no-op where flock is unsupported (the rename still decides)."""
-
-    def __init__(self, path: Path):
-        self.path, self.fd = path, None
-
-    @property
-    def held(self) -> bool:
-        return self.fd is not None
-
-    def __enter__(self):
-        try:
-            import fcntl
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        except (ImportError, OSError):
-            if self.fd is not None:
-                os.close(self.fd)
-            self.fd = None
-        return self
-
-    def __exit__(self, *exc):
-        if self.fd is not None:
-            os.close(self.fd)  # closing releases the flock
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Hold an exclusive file lock (filelock, NNI's dependency) and yield True; yield False
+    where the filesystem cannot lock (the atomic rename still decides who wins)."""
+    lock = filelock.FileLock(str(path))
+    try:
+        lock.acquire()
+    except OSError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()

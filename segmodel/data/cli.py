@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 from ..errors import DataError
-from ..params import Params
-
-TOLERANCE = Params().palette_tolerance  # the trial's default, not a second one
+from .palette import DEFAULT_TOLERANCE as TOLERANCE
+from .pipeline import DEFAULT_PATCH_SIZE
 
 
 def register(subparsers) -> None:
@@ -36,7 +35,8 @@ def register(subparsers) -> None:
 
     inspect = sub.add_parser("inspect", help="count images, patches and class pixels; validate every file")
     inspect.add_argument("dir", help="dataset root (Dubai or flat layout)")
-    inspect.add_argument("--patch-size", type=int, metavar="P", default=256, help="patch side (default 256)")
+    inspect.add_argument("--patch-size", type=int, metavar="P", default=DEFAULT_PATCH_SIZE,
+                         help=f"patch side (default {DEFAULT_PATCH_SIZE}, as a trial)")
     inspect.add_argument("--patch-stride", type=int, metavar="S", default=0, help="stride between patches (0 = patch size)")
     inspect.add_argument("--palette", default="", metavar="FILE", help="JSON file: class name -> hex colour")
     inspect.add_argument("--palette-tolerance", type=float, metavar="F", default=TOLERANCE,
@@ -64,7 +64,7 @@ def cmd_synth(args) -> int:
         os.rename(tmp, out)  # a killed run leaves only the hidden temp folder
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"wrote {args.tiles * args.images_per_tile} images in {args.tiles} tiles to {out}")
+    print(f"wrote {args.tiles * args.images_per_tile} images in {args.tiles} tiles to {out}", file=sys.stderr)
     return 0
 
 

@@ -25,6 +25,9 @@ DUBAI_PALETTE = {
     "Unlabeled": "#9B9B9B",
 }
 CLASS_NAMES = tuple(DUBAI_PALETTE)
+# Masks are JPEG-free PNGs, but a few pixels off the palette (antialiased edges) are tolerated
+# and mapped to Unlabeled: this fraction of a mask, at most.
+DEFAULT_TOLERANCE = 0.001
 
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 

@@ -16,6 +16,8 @@ import numpy as np
 from .palette import Palette
 from .readers import Source, read_image, read_mask
 
+DEFAULT_PATCH_SIZE = 128  # square patch side in px: a trial's, and data inspect's
+
 
 
 def grid(length: int, patch: int, stride: int) -> int:

@@ -1,6 +1,6 @@
 """Training-step cost of holding pruning masks: dense vs constraint (ours) vs callback.
 
-    python -m segmodel bench prune-overhead --patch_size 64 --batch_size 8 --steps 20 --rounds 4
+    python -m benchmarks prune-overhead --patch-size 64 --batch-size 8 --steps 20 --rounds 4
 
 Three U-Nets in this process, timed in interleaved rounds on the same random batches:
 dense, masks held by each kernel's constraint (what segmodel ships), and masks
@@ -11,23 +11,14 @@ from __future__ import annotations
 
 import json
 
-import keras
-import numpy as np
-
-from .. import runtime
-from ..losses import task_loss
-from ..metrics import training_metrics
-from ..model import multi_unet_model
-from ..params import Params
-from ..pruning import Pruner, magnitude_mask, prunable_weights, weighted_layers
 from .timing import timed_rounds
 
 METHODS = ("dense", "constraint", "callback")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--patch_size", type=int, default=64)
-    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--patch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--sparsity", type=float, default=0.8)
     p.add_argument("--steps", type=int, default=20, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant")
@@ -36,26 +27,35 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
+    from segmodel import runtime
+    from segmodel.params import Params
+
     params = Params(precision=args.precision, threads=args.threads).validate()
     runtime.configure(params)
     print(json.dumps(measure(args.patch_size, args.batch_size, args.sparsity, args.steps, args.rounds)))
     return 0
 
 
-class ReapplyMasks(keras.callbacks.Callback):
-    """The alternative to the constraint: re-multiply weights by masks after each batch."""
+def reapply_masks(pairs):
+    """The alternative to the constraint: a callback that re-multiplies weights by their
+    masks after each batch."""
+    import keras
 
-    def __init__(self, pairs):
-        super().__init__()
-        self.pairs = pairs
-
-    def on_train_batch_end(self, batch, logs=None):
-        for w, mask in self.pairs:
+    def apply(batch, logs=None):
+        for w, mask in pairs:
             w.assign(w * mask)
+    return keras.callbacks.LambdaCallback(on_train_batch_end=apply)
 
 
 def _model(method: str, patch: int, n_classes: int, sparsity: float):
     """A compiled U-Net and the callbacks its training needs."""
+    import keras
+
+    from segmodel.losses import task_loss
+    from segmodel.metrics import training_metrics
+    from segmodel.model import multi_unet_model
+    from segmodel.pruning import Pruner, magnitude_mask, prunable_weights, weighted_layers
+
     keras.utils.set_random_seed(0)
     model = multi_unet_model(0.1, n_classes, patch, patch, 3)
     callbacks = []
@@ -68,7 +68,7 @@ def _model(method: str, patch: int, n_classes: int, sparsity: float):
                 mask = magnitude_mask(w.numpy(), sparsity)
                 w.assign(w.numpy() * mask)
                 pairs.append((w, keras.Variable(mask.astype(w.dtype), dtype=w.dtype, trainable=False)))
-        callbacks.append(ReapplyMasks(pairs))
+        callbacks.append(reapply_masks(pairs))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=task_loss([1 / n_classes] * n_classes),
                   metrics=training_metrics(n_classes))
     return model, callbacks
@@ -77,6 +77,9 @@ def _model(method: str, patch: int, n_classes: int, sparsity: float):
 def measure(patch_size: int = 64, batch_size: int = 8, sparsity: float = 0.8, steps: int = 20, rounds: int = 3,
             n_classes: int = 6) -> dict:
     """Median seconds per training step of each method, in the current dtype policy."""
+    import keras
+    import numpy as np
+
     policy = keras.mixed_precision.global_policy().name
     rng = np.random.default_rng(0)
     n = batch_size * (steps + 1)

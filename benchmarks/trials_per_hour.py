@@ -1,6 +1,6 @@
 """Experiment throughput (trials/hour) at several trial concurrencies, with real NNI.
 
-    python -m segmodel bench trials-per-hour --concurrency 1 2 --trials 4
+    python -m benchmarks trials-per-hour --concurrency 1 2 --trials 4
 
 For each concurrency: a real `nnictl create` experiment running config.yml's trial
 command (the default experiment's settings), `--trials` trials, Random tuner, no
@@ -8,7 +8,10 @@ assessor, and no SEGMODEL_TRIAL_CONCURRENCY in the environment, so each trial fi
 concurrency itself (NNI REST API, segmodel/runtime.py) and sizes its thread pools to
 cores // concurrency. Progress is read from the experiment's own database
 (segmodel.experiments, as `report` does). Throughput = trials / (last trial end - first
-trial start). Prints a JSON line per concurrency and a summary.
+trial start). A trial's CPU seconds are measured from outside it: NNI runs trialCommand
+in bash, and this bench appends bash's `times` (user + system of the finished children,
+i.e. the trial process) to its experiment's command; nothing in the trial runs for it.
+Prints a JSON line per concurrency and a summary.
 """
 from __future__ import annotations
 
@@ -24,8 +27,9 @@ import yaml  # installed with nni
 
 from .nni_runs import absolute_paths, run_experiment
 
-ROOT = Path(__file__).resolve().parents[2]
-USAGE_LINE = re.compile(r"segmodel: process used cpu ([\d.]+) s")
+ROOT = Path(__file__).resolve().parents[1]
+# bash's `times`: the shell's user/system line, then its children's ("0m52.310s 0m1.204s")
+TIMES_LINE = re.compile(r"^(\d+)m([\d.]+)s (\d+)m([\d.]+)s$", re.MULTILINE)
 THREADS_LINE = re.compile(r"segmodel: (\d+) intra-op thread\(s\) \((.*?)\); precision")
 
 
@@ -51,12 +55,26 @@ def main(args) -> int:
     return 0
 
 
+def with_cpu_times(command: str) -> str:
+    """The trial command, then bash's `times` on stderr, keeping the command's exit status."""
+    return f"{command}; rc=$?; times >&2; exit $rc"
+
+
+def trial_cpu_s(log: str) -> float | None:
+    """User + system CPU seconds of the trial process, from the `times` lines in its stderr."""
+    lines = TIMES_LINE.findall(log)
+    if len(lines) < 2:
+        return None
+    um, us, sm, ss = lines[-1]  # the children's line comes second
+    return round(60 * int(um) + float(us) + 60 * int(sm) + float(ss), 2)
+
+
 def measure(base: dict, concurrency: int, trials: int, stall: float) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "SEGMODEL_TRIAL_CONCURRENCY"}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix=f"tph-c{concurrency}-") as tmp:
-        config = {**base, "trialConcurrency": concurrency, "maxTrialNumber": trials, "maxExperimentDuration": "2h",
-                  "maxTrialDuration": "30m",
+        config = {**base, "trialCommand": with_cpu_times(base["trialCommand"]), "trialConcurrency": concurrency,
+                  "maxTrialNumber": trials, "maxExperimentDuration": "2h", "maxTrialDuration": "30m",
                   # the tuner does not change what a trial costs; Random has no start-up phase
                   "tuner": {"name": "Random", "classArgs": {"seed": 0}}}
         config.pop("assessor", None)
@@ -68,9 +86,9 @@ def measure(base: dict, concurrency: int, trials: int, stall: float) -> dict:
                             if f.is_file() and f.name in ("trial.log", "trial.stderr", "stderr", "trial.stdout"))
             hit = THREADS_LINE.search(log)
             threads.append(f"{hit.group(1)} ({hit.group(2)})" if hit else "?")
-            used = USAGE_LINE.search(log)
-            if used:
-                cpu.append(float(used.group(1)))
+            used = trial_cpu_s(log)
+            if used is not None:
+                cpu.append(used)
     span = (max(t.end_ms for t in ended) - min(t.start_ms for t in ended)) / 1e3
     return {"concurrency": concurrency, "trials": len(ended),
             "succeeded": sum(t.status == "SUCCEEDED" for t in ended),

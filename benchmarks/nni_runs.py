@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml  # installed with nni
 
-from .. import experiments
-from ..errors import SegmodelError
+from segmodel import experiments
+from segmodel.errors import SegmodelError
 
 NNICTL = str(Path(sys.executable).parent / "nnictl")
 

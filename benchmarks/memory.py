@@ -1,6 +1,6 @@
 """Peak memory vs dataset size: streaming keeps a trial's memory flat.
 
-    python -m segmodel bench memory --scales 1 10 --batch-sizes 8 --epochs 2 --trial
+    python -m benchmarks memory --scales 1 10 --batch-sizes 8 --epochs 2 --trial
 
 Writes synthetic datasets of 1x and Nx the built-in size, then, in a fresh process
 each, streams every patch through the training and validation pipelines for a few
@@ -21,16 +21,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..data.builtin import BUILTIN
-from ..data.synthetic import write_dataset
-from ..params import Params
+from segmodel.data.builtin import BUILTIN
+from segmodel.data.synthetic import write_dataset
+from segmodel.params import Params
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def child(args) -> None:
     """Iterate the pipelines; print counts and this process's peak RSS."""
     import tensorflow as tf  # noqa: F401  (here, not at the top: only the child's baseline includes it)
 
-    from ..data import load
+    from segmodel.data import load
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     params = Params(data_dir=args.child, patch_size=args.patch_size, batch_size=args.batch_size).validate()
@@ -79,8 +81,10 @@ def main(args) -> int:
         child(args)
         return 0
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="segmodel-memcheck-"))
-    env = {**os.environ, "SEGMODEL_NO_REEXEC": "1"}
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="segmodel-memcheck-")).resolve()
+    # the child is this command again: `benchmarks` is importable from the repository root
+    env = {**os.environ, "SEGMODEL_NO_REEXEC": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     print(f"| dataset | images | train/val patches ({args.patch_size} px) | in-memory cache | batch | "
           "peak RSS (MB) | RSS after imports (MB) |")
     print("|---|---|---|---|---|---|---|")
@@ -92,7 +96,7 @@ def main(args) -> int:
             write_dataset(root, spec)
         n_images = spec.tiles * spec.images_per_tile
         for batch in args.batch_sizes:
-            text, _ = run_measured([sys.executable, "-m", "segmodel", "bench", "memory", "--child", str(root),
+            text, _ = run_measured([sys.executable, "-m", "benchmarks", "memory", "--child", str(root),
                                     "--batch-size", str(batch), "--patch-size", str(args.patch_size),
                                     "--epochs", str(args.epochs)], env)
             r = json.loads(text.strip().splitlines()[-1])
@@ -100,10 +104,10 @@ def main(args) -> int:
                   f"{'yes' if r['cached'] else 'no (streams)'} | {batch} | {r['peak_mb']} | {r['baseline_mb']} |",
                   flush=True)
         if args.trial:
-            _, peak = run_measured([sys.executable, "-m", "segmodel", "train", "--data_dir", str(root), "--output_dir",
-                                    str(work / f"trial-x{scale}"), "--patch_size", str(args.patch_size),
-                                    "--batch_size", str(args.batch_sizes[0]), "--epochs", "1",
-                                    "--finetune_epochs", "0", "--sparsity", "0"], env)
+            _, peak = run_measured([sys.executable, "-m", "segmodel", "train", "--data-dir", str(root), "--output-dir",
+                                    str(work / f"trial-x{scale}"), "--patch-size", str(args.patch_size),
+                                    "--batch-size", str(args.batch_sizes[0]), "--epochs", "1",
+                                    "--finetune-epochs", "0", "--sparsity", "0"], env)
             trial_rows.append(f"| {scale}x built-in | {n_images} | {args.batch_sizes[0]} | {round(peak)} |")
     if trial_rows:
         print("\n| trial (1 epoch) | images | batch | peak RSS (MB) |\n|---|---|---|---|")

@@ -1,7 +1,7 @@
 """Does the tuner stop re-proposing what the assessor stopped? Repeated real experiments, one table.
 
-    python -m segmodel bench tuner configs/tuner_baseline.yml config.yml --runs 3 --out runs/tuner_bench
-    python -m segmodel bench tuner --experiments [VARIANT=]ID_OR_FOLDER ...   # only the table, for finished runs
+    python -m benchmarks tuner configs/tuner_baseline.yml config.yml --runs 3 --out runs/tuner_bench
+    python -m benchmarks tuner --experiments [VARIANT=]ID_OR_FOLDER ...   # only the table, for finished runs
 
 Each run is a real `nnictl create` of the config with tuner seed 0, 1, ... (classArgs.seed:
 TPE and Random take one), waited on through NNI's REST API until NNI says DONE, then stopped.
@@ -25,10 +25,11 @@ from pathlib import Path
 
 import yaml  # installed with nni
 
-from .. import experiments
-from ..experiments import Experiment, Trial
-from ..files import write_text_atomic
-from ..report import best_curve, best_so_far
+from segmodel import experiments
+from segmodel.experiments import Experiment, Trial
+from segmodel.files import write_text_atomic
+from segmodel.report import best_curve, best_so_far
+
 from .nni_runs import absolute_paths, run_experiment
 
 LR_RATIO, DROPOUT_DELTA = 1.5, 0.02

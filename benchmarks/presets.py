@@ -1,0 +1,162 @@
+"""The grid benchmarks: each a Preset = variants x default seeds and trial flags, run by grid.py.
+
+A variant is a name -> the trial flags that make it (or (flags, the variant it is paired
+with)). `python -m benchmarks NAME --help` lists a preset's variants; --only picks some.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A grid: variant name -> trial flags (or (flags, its reference variant))."""
+    doc: str                       # first line: what it measures; the rest: --help epilog
+    variants: dict
+    reference: str = "dense"       # what a variant is paired with unless it names its own
+    default: tuple = ()            # patterns (fnmatch) of the variants run without --only; () = all
+    seeds: tuple = (0, 1, 2)
+    trial_flags: str = ""          # flags of every cell, before the variant's
+    config: str = ""               # NNI config (from the repo root) whose trialCommand flags come first
+    columns: tuple = ()            # extra table columns (table.COLUMNS)
+    jobs: int = 1
+
+    def flags(self, name: str) -> str:
+        value = self.variants[name]
+        return value[0] if isinstance(value, tuple) else value
+
+    def reference_of(self, name: str) -> str:
+        value = self.variants[name]
+        return value[1] if isinstance(value, tuple) else self.reference
+
+
+SPARSITIES = (0.5, 0.8, 0.9)
+
+# ---- quality: does pruning keep accuracy at a converged budget? ----------------------------
+# method -> flags; "recipe" is what a trial does by default
+METHODS = {
+    "recipe": "",                                               # oneshot, global ranking, cosine fine-tuning
+    "seed": "--allocation uniform --finetune-lr constant",      # uniform per layer, constant lr (the seed's)
+    "uniform": "--allocation uniform",                          # uniform per layer, cosine fine-tuning
+    "constant": "--finetune-lr constant",                       # global ranking, constant lr
+    "agp": "--schedule agp",                                    # AGP, global ranking, cosine fine-tuning
+    "kd": "--kd true",                                          # recipe + distillation (its defaults)
+}
+QUALITY = Preset(
+    doc="""Does a pruned model keep its accuracy? Dense vs pruned at the same total epochs, paired by seed.
+
+    python -m benchmarks quality                    # dense + recipe/seed x 50/80/90 % (~70 min, 2 cores)
+    python -m benchmarks quality --seeds 0 1 2 --only recipe-0.8 recipe-0.9
+    python -m benchmarks quality --print-only --only '*'     # tabulate whatever finished
+
+The trial flags are a budget where the dense model has converged (its validation curve is
+printed to judge it), on a built-in set 4x the usual validation images (24). The dense
+variant is the same trial with --sparsity 0: same epochs and learning-rate schedule, no
+pruning. Methods: recipe = the trial's defaults (oneshot, global ranking, cosine
+fine-tuning); seed = uniform per layer + constant lr (the seed's); uniform; constant;
+agp; kd = recipe + distillation.""",
+    variants={"dense": "--sparsity 0",
+              **{f"{m}-{s}": f"{flags} --sparsity {s}".strip() for m, flags in METHODS.items() for s in SPARSITIES}},
+    default=("recipe-*", "seed-*"),
+    # 64 px, 12 dense + 8 fine-tuning epochs at lr 2e-3 (dense has converged), 48 built-in
+    # images, half validation (~1000 patches): the dense seed-to-seed spread is 0.6 pt here.
+    trial_flags="--patch-size 64 --learning-rate 2e-3 --epochs 12 --finetune-epochs 8 --builtin-tiles 24 "
+                "--val-fraction 0.5",
+    columns=("sparsity", "worst", "gzip", "time"),
+)
+
+# ---- prune-table: every schedule at 50/80/90 %, the short budget --------------------------------
+# NNI's usual advice, as one more variant per schedule: leave the first conv (3 input
+# channels) and the 1x1 head (16 -> 6) dense. Together they hold 528 of the 1.94M weights.
+KEEP_ENDS = '[{"sparsity": 0.8, "op_types": ["default"]}, {"exclude": true, "op_names": ["down1_conv1", "logits"]}]'
+SCHEDULES = ("init", "oneshot", "agp")
+PRUNE_TABLE = Preset(
+    doc="""Dense vs pruned for every schedule at 50/80/90 %, same total epochs: the pruning table.
+
+    python -m benchmarks prune-table --out runs/prune_table
+    python -m benchmarks prune-table --out runs/prune_table --print-only     # from finished cells
+    python -m benchmarks prune-table -- --data-dir /data/dubai                # flags after -- go to every trial
+
+`*-0.8-ends` keeps the first conv and the head dense (NNI's usual advice).""",
+    variants={"dense": "--sparsity 0 --schedule oneshot",
+              **{f"{sch}-{s}": f"--sparsity {s} --schedule {sch}" for sch in SCHEDULES for s in SPARSITIES},
+              **{f"{sch}-0.8-ends": f"--prune-config {shlex.quote(KEEP_ENDS)} --schedule {sch}" for sch in SCHEDULES}},
+    seeds=(0, 1),
+    trial_flags="--patch-size 64 --epochs 3 --finetune-epochs 2",
+    columns=("per_seed", "sparsity", "accuracy", "before", "time", "size", "gzip"),
+)
+
+# ---- kd-table: fine-tuning with and without distillation -----------------------------------------
+KD_CONFIGS = ((4, 0.5), (4, 1), (1, 0.1), (1, 1), (4, 0.1))  # (T, alpha); 4:0.5 = the trial's defaults
+KD_TABLE = Preset(
+    doc="""Does distillation help the pruned student? Fine-tuning with and without KD, paired by seed.
+
+    python -m benchmarks kd-table --seeds 0 1 2 --jobs 3 --only '*-pruned' '*-nokd' '*-kd4:1' '*-kd1:0.1' \\
+        -- --patch-size 64 --epochs 3 --finetune-epochs 2
+
+Per seed and sparsity: the pruned model before fine-tuning (S-pruned, --finetune-epochs 0),
+fine-tuned without KD (S-nokd, the reference of its sparsity) and with KD at each T:alpha
+(S-kdT:A). A seed fixes split, initial weights and data order, and at a fixed thread
+count a trial is bit-for-bit reproducible on a CPU, so every cell of a seed fine-tunes
+the same dense model: the column "Δ before pruning" must read 0.00 ± 0.00.""",
+    variants={name: value for s in (0.8, 0.9) for name, value in {
+        f"{s}-pruned": (f"--sparsity {s} --finetune-epochs 0 --kd false", f"{s}-nokd"),
+        f"{s}-nokd": (f"--sparsity {s} --kd false", f"{s}-nokd"),
+        **{f"{s}-kd{t:g}:{a:g}": (f"--sparsity {s} --kd true --kd-temperature {t} --kd-alpha {a}", f"{s}-nokd")
+           for t, a in KD_CONFIGS}}.items()},
+    reference="0.8-nokd",
+    default=("*-pruned", "*-nokd", "*-kd4:0.5"),
+    trial_flags="--schedule oneshot",
+    columns=("before", "before_delta", "wins"),
+)
+
+# ---- precision-iou: does mixed_bfloat16 cost accuracy? ---------------------------------------------
+PRECISION_IOU = Preset(
+    doc="""Does mixed_bfloat16 cost accuracy? float32 vs mixed_bfloat16 trials, same seeds.
+
+    python -m benchmarks precision-iou --seeds 0 1 2 --jobs 2
+
+config.yml's trial flags (the default experiment), one thread a trial. Compare the
+paired Δ with the spread between seeds (the sd of float32's own scores): the noise floor.
+bfloat16 runs on any x86 CPU; without AVX512-BF16/AMX it is emulated and slow.""",
+    variants={"float32": "--precision float32", "mixed_bfloat16": "--precision mixed_bfloat16"},
+    reference="float32",
+    config="config.yml",
+    trial_flags="--threads 1",
+    jobs=2,
+    columns=("per_seed", "deltas", "before", "before_delta"),
+)
+
+# ---- channels: does channel pruning keep accuracy? (its speed: channel-speed) ------------------------
+CHANNELS = Preset(
+    doc="""Dense vs channel-pruned 25/50/75 % vs weight-pruned 80 %: IoU, params, FLOPs, paired by seed.
+
+    python -m benchmarks channels --out runs/channels --only 'channel-*' weight-80 --seeds 0 1 2
+    python -m benchmarks channel-speed --out runs/channels          # then sizes and img/s of its models
+
+oneshot: dense --epochs, prune, fine-tune --finetune-epochs; init: all epochs on the thin
+model; dense trains the same epochs unpruned; channel-50-kd fine-tunes with distillation.
+float32, so the speed bench compares like with like.""",
+    variants={"dense": "--sparsity 0 --schedule oneshot",
+              **{f"channel-{p}": f"--prune-mode channel --sparsity {p / 100:g} --schedule oneshot"
+                 for p in (25, 50, 75)},
+              **{f"channel-{p}-init": f"--prune-mode channel --sparsity {p / 100:g} --schedule init"
+                 for p in (25, 50, 75)},
+              "channel-50-kd": "--prune-mode channel --sparsity 0.5 --schedule oneshot --kd true",
+              "weight-80": "--prune-mode weight --sparsity 0.8 --schedule oneshot"},
+    default=("dense", "channel-25", "channel-50", "channel-75", "weight-80"),
+    trial_flags="--patch-size 64 --epochs 4 --finetune-epochs 3 --precision float32 --channel-criterion l1",
+    columns=("params", "mflops", "size", "time"),
+)
+
+# ---- grid: any variants, from the command line ------------------------------------------------------
+GRID = Preset(
+    doc="""Any grid: the variants given with --variant NAME=FLAGS x --seeds, paired with the first (or --reference).
+
+    python -m benchmarks grid --variant 'lr2e-3=--learning-rate 2e-3' --variant 'lr1e-3=--learning-rate 1e-3' \\
+        --seeds 0 1 2 -- --patch-size 64""",
+    variants={},
+    reference="",
+    columns=("per_seed", "worst", "wins", "time"),
+)
