@@ -4,7 +4,8 @@ Two changes from the seed, both needed downstream: the 1x1 head is split into a
 linear `logits` conv and a float32 `softmax` activation, so knowledge
 distillation can read logits and mixed precision keeps a float32 output.
 
-`architecture` picks how each 3x3 conv is activated (docs/units.md has the measurements):
+`architecture` picks how each 3x3 conv is activated (docs/units.md has the measurements;
+trials default to `bn`, `multi_unet_model()` itself to the seed's):
   seed   conv(ReLU), the seed's exact model: under Adam at lr 2e-3..1e-2 whole decoder
          layers stop firing (every output 0 on every pixel) and never recover
   bn     conv (no bias) -> BatchNormalization -> ReLU: each channel is re-centred on its

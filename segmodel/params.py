@@ -46,8 +46,8 @@ class Params:
     weight4: float = _p(1 / 6, "class weight: Vegetation")
     weight5: float = _p(1 / 6, "class weight: Water")
     weight6: float = _p(1 / 6, "class weight: Unlabeled")
-    architecture: str = _p("bn", "U-Net variant: seed (the seed's exact model: conv+ReLU) | bn (BatchNorm "
-                                   "after each conv) | leaky (LeakyReLU); docs/units.md", choices=ARCHITECTURES)
+    architecture: str = _p("bn", "U-Net variant: bn (BatchNorm after each conv: no dead units) | seed (the seed's "
+                                 "exact model, conv+ReLU) | leaky (LeakyReLU); docs/units.md", choices=ARCHITECTURES)
     dropout_rate: float = _p(0.1, "dropout between the two convs of each U-Net block")
     learning_rate: float = _p(1e-3, "Adam learning rate")
     batch_size: int = _p(8, "patches per training step")

@@ -38,6 +38,14 @@ def test_architectures_share_conv_names_and_widths():
         np.testing.assert_allclose(np.sum(model(x), -1), 1.0, atol=1e-5)
 
 
+def test_trials_default_to_batchnorm_and_the_seed_is_one_flag_away():
+    assert Params().architecture == "bn"
+    seed = build_model(resolve({"architecture": "seed", "patch_size": 32}), 6)
+    reference = multi_unet_model(0.1, 6, 32, 32, 3)                  # the seed's own signature, unchanged
+    assert seed.get_config()["layers"] == reference.get_config()["layers"]
+    assert "BatchNormalization" in _kinds(build_model(resolve({"patch_size": 32}), 6))
+
+
 def test_build_model_follows_params_and_unknown_architecture_is_refused():
     model = build_model(resolve({"architecture": "bn", "patch_size": 32, "dropout_rate": 0.2}), 4)
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 32, 32, 4)

@@ -33,14 +33,14 @@ def fixed_cost(params) -> tuple[dict, object]:
     stamp("import tensorflow + keras")
     from segmodel import data as datasets, runtime, train  # noqa: F401
     from segmodel.losses import task_loss  # noqa: F401  (segmentation_models)
-    from segmodel.model import multi_unet_model
+    from segmodel.model import build_model
     from segmodel.pruning import Pruner  # noqa: F401
     stamp("import segmodel + segmentation_models")
     precision = runtime.configure(params)
     splits = datasets.load(params)
     next(iter(splits.train))
     stamp("data: scan, split, first batch")
-    model = multi_unet_model(params.dropout_rate, splits.n_classes, params.patch_size, params.patch_size, 3)
+    model = build_model(params, splits.n_classes)  # the trial's model, its architecture
     trainer = train.compile_trainer(model, params, splits.n_classes)
     runtime.build_before_tracing(trainer, splits.train.element_spec)  # as a trial's fit does
     stamp("model build + compile")

@@ -39,14 +39,14 @@ def fixed_batches(splits, batch_size: int, n_batches: int):
 def build(params, n_classes: int, precision: str, pruned: bool, ds_spec):
     import keras
 
-    from segmodel.model import multi_unet_model
+    from segmodel.model import build_model
     from segmodel.pruning import Pruner
     from segmodel.runtime import build_before_tracing
     from segmodel.train import compile_trainer
 
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(params.seed)
-    model = multi_unet_model(params.dropout_rate, n_classes, params.patch_size, params.patch_size, 3)
+    model = build_model(params, n_classes)  # the trial's model, its architecture
     pruner = None
     if pruned:
         pruner = Pruner(model, [{"sparsity": SPARSITY, "op_types": ["default"]}])
