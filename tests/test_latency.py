@@ -24,7 +24,7 @@ def test_bad_latency_parameters_are_one_line_before_training(flags, message):
 
 def test_channel_pruned_trial_reports_its_measured_latency(artifacts, tmp_path):
     from segmodel.train import run_trial
-    params = resolve({**TRIAL_FLAGS, "data_dir": str(tiny_dataset(artifacts)), "prune_mode": "channel",
+    params = resolve({**TRIAL_FLAGS, "architecture": "bn", "data_dir": str(tiny_dataset(artifacts)), "prune_mode": "channel",
                       "sparsity": 0.5, "deploy_size": 64, "deploy_format": "int8", "min_speedup": 100.0})
     metrics = run_trial(params, QuietReporter(), tmp_path)
     for form in ("float32", "int8"):
