@@ -128,26 +128,39 @@ bfloat16 runs on any x86 CPU; without AVX512-BF16/AMX it is emulated and slow.""
     columns=("per_seed", "deltas", "before", "before_delta"),
 )
 
-# ---- channels: does channel pruning keep accuracy? (its speed: channel-speed) ------------------------
+# ---- channels: a thinner model that is as accurate? (its speed: quantization --models) ----------------
+TARGET = "flops:0.35"
+CHANNEL = "--prune-mode channel --schedule oneshot"
 CHANNELS = Preset(
-    doc="""Dense vs channel-pruned 25/50/75 % vs weight-pruned 80 %: IoU, params, FLOPs, paired by seed.
+    doc="""Dense vs channel-pruned models at the converged budget: IoU, params, FLOPs, dead channels, paired by seed.
 
-    python -m benchmarks channels --out runs/channels --only 'channel-*' weight-80 --seeds 0 1 2
-    python -m benchmarks channel-speed --out runs/channels          # then sizes and img/s of its models
+    python -m benchmarks channels --out runs/channels                 # the default rows, 3 seeds (~5 h, 2 cores)
+    python -m benchmarks quantization --out runs/channels-speed \\
+        --models dense=runs/channels/s0-dense/model.keras l1-50=runs/channels/s0-l1-50/model.keras ...
+                                                                     # then float32/int8 img/s at 256 px, b1 and b8
 
-oneshot: dense --epochs, prune, fine-tune --finetune-epochs; init: all epochs on the thin
-model; dense trains the same epochs unpruned; channel-50-kd fine-tunes with distillation.
-float32, so the speed bench compares like with like.""",
+l1-30/l1-50: today's uniform ratio (every layer loses that share of its channels, l1
+ranking); flops-*: one global ranking of importance per FLOP down to 35 % of the dense
+FLOPs (--prune-target, per-layer floors); -apoz ranks by activations instead of weights;
+recovery: -agp masks channels gradually through fine-tuning, -kd distils from the trial's
+dense model; every fine-tuning rewinds the learning rate (cosine from --learning-rate).
+init trains the thin model from scratch; weight-80 is the weight-pruning default.""",
     variants={"dense": "--sparsity 0 --schedule oneshot",
-              **{f"channel-{p}": f"--prune-mode channel --sparsity {p / 100:g} --schedule oneshot"
-                 for p in (25, 50, 75)},
-              **{f"channel-{p}-init": f"--prune-mode channel --sparsity {p / 100:g} --schedule init"
-                 for p in (25, 50, 75)},
-              "channel-50-kd": "--prune-mode channel --sparsity 0.5 --schedule oneshot --kd true",
+              "l1-30": f"{CHANNEL} --sparsity 0.3 --channel-criterion l1",
+              "l1-50": f"{CHANNEL} --sparsity 0.5 --channel-criterion l1",
+              "apoz-50": f"{CHANNEL} --sparsity 0.5 --channel-criterion apoz",
+              "l1-50-init": "--prune-mode channel --schedule init --sparsity 0.5 --channel-criterion l1",
+              "flops-35": f"{CHANNEL} --prune-target {TARGET} --channel-criterion l1",
+              "flops-35-apoz": f"{CHANNEL} --prune-target {TARGET} --channel-criterion apoz",
+              "flops-35-agp": f"--prune-mode channel --schedule agp --prune-target {TARGET} --channel-criterion l1",
+              "flops-35-kd": f"{CHANNEL} --prune-target {TARGET} --channel-criterion l1 --kd true",
               "weight-80": "--prune-mode weight --sparsity 0.8 --schedule oneshot"},
-    default=("dense", "channel-25", "channel-50", "channel-75", "weight-80"),
-    trial_flags="--patch-size 64 --epochs 4 --finetune-epochs 3 --precision float32 --channel-criterion l1",
-    columns=("params", "mflops", "size", "time"),
+    default=("dense", "l1-30", "l1-50", "flops-35", "flops-35-agp", "flops-35-kd"),
+    # the quality preset's converged budget (24 validation images, 12 + 8 epochs at lr 2e-3)
+    trial_flags="--patch-size 64 --learning-rate 2e-3 --epochs 12 --finetune-epochs 8 --builtin-tiles 24 "
+                "--val-fraction 0.5",
+    columns=("params", "mflops", "dead", "size", "time"),
+    jobs=2,
 )
 
 # ---- grid: any variants, from the command line ------------------------------------------------------

@@ -55,6 +55,7 @@ COLUMNS = {
     "before_delta": ("Δ before pruning (pt, paired)", _pair_col(lambda c, r: mean_sd(deltas(c, r, "dense_iou"), 2, "+"))),
     "params": ("params", lambda c, r, is_ref: _mean(c, "params", 1e6, suffix=" M")),
     "mflops": ("MFLOPs", lambda c, r, is_ref: _mean(c, "flops", 1e6, ".0f")),
+    "dead": ("dead channels", lambda c, r, is_ref: _mean(c, "dead_channel_fraction", 0.01, ".1f", " %")),
     "size": ("model.keras", lambda c, r, is_ref: _mean(c, "model_bytes", 2**20, ".2f", " MiB")),
     "gzip": ("gzip vs reference", lambda c, r, is_ref: _gzip_ratio(c, r)),
     "time": ("trial time", lambda c, r, is_ref: _mean(c, "duration_s", spec=".0f", suffix=" s")),
