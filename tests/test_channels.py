@@ -171,9 +171,12 @@ def test_achieved_per_entry_and_one_line_where_the_graph_kept_more(capsys):
     selected = [n for n in p.channels if n != "down1_conv1"]
     removed, channels = sum(p.removed[n] for n in selected), sum(p.channels[n] for n in selected)
     assert half == {"asked": 0.5, "achieved": removed / channels}
-    assert half["achieved"] < 0.5 and p.removed["logits"] == 0         # the head keeps its 6 classes
+    assert half["achieved"] < 0.5 and p.removed["logits"] == 0         # the head keeps its 6 classes,
+    assert capsys.readouterr().err == ""                               # as documented: not news
+    p = plan(model, [*HALF, {"sparsity": 0.5, "op_names": ["logits"]}], "l1")
+    assert p.achieved()[1] == {"asked": 0.5, "achieved": 0.0}          # named: said, in one line
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("warning: pruning got less than asked: config_list[0] asked 0.50")
+    assert err.count("\n") == 1 and err.startswith("warning: pruning got less than asked: config_list[1] asked 0.50")
     assert "logits removed 0 of 6 channels, not 3" in err and "model output" in err
     # a tie: c asked for half, b (added to it) for nothing, so c keeps all its channels
     p = plan(branchy_model(), [{"sparsity": 0.5, "op_names": ["c"]}, {"sparsity": 0.5, "op_names": ["a"]}], "l1")
