@@ -74,6 +74,7 @@ def test_task_loss_weights_are_normalized():
 def test_trial_writes_metrics_and_a_pruned_model(tmp_path):
     out = tmp_path / "trial"
     cmd = [sys.executable, str(ROOT / "trial.py"), "--output-dir", str(out), "--patch_size", "32",
+           "--patch_stride", "160", "--val_fraction", "0.1",
            "--epochs", "1", "--finetune_epochs", "1", "--sparsity", "0.5"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
