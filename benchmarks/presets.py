@@ -154,6 +154,7 @@ init trains the thin model from scratch; weight-80 is the weight-pruning default
               "l1-50-init": "--prune-mode channel --schedule init --sparsity 0.5 --channel-criterion l1",
               "flops-35": f"{CHANNEL} --prune-target {TARGET} --channel-criterion l1",
               "flops-35-apoz": f"{CHANNEL} --prune-target {TARGET} --channel-criterion apoz",
+              "flops-35-floor50": f"{CHANNEL} --prune-target {TARGET} --channel-criterion l1 --channel-floor 0.5",
               "flops-35-agp": f"--prune-mode channel --schedule agp --prune-target {TARGET} --channel-criterion l1",
               "flops-35-kd": f"{CHANNEL} --prune-target {TARGET} --channel-criterion l1 --kd true",
               "weight-80": "--prune-mode weight --sparsity 0.8 --schedule oneshot"},
