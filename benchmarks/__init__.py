@@ -27,7 +27,6 @@ BENCHES = {
     "kd-table": presets.KD_TABLE,
     "precision-iou": presets.PRECISION_IOU,
     "channels": presets.CHANNELS,
-    "channel-speed": "benchmarks.channel_speed",
     "memory": "benchmarks.memory",
     "trials-per-hour": "benchmarks.trials_per_hour",
     "tuner": "benchmarks.tuner",

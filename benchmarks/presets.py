@@ -149,7 +149,6 @@ init trains the thin model from scratch; weight-80 is the weight-pruning default
               "l1-30": f"{CHANNEL} --sparsity 0.3 --channel-criterion l1",
               "l1-50": f"{CHANNEL} --sparsity 0.5 --channel-criterion l1",
               "apoz-50": f"{CHANNEL} --sparsity 0.5 --channel-criterion apoz",
-              "l1-30-kd": f"{CHANNEL} --sparsity 0.3 --channel-criterion l1 --kd true",
               "l1-30-agp": "--prune-mode channel --schedule agp --sparsity 0.3 --channel-criterion l1",
               "l1-50-agp": "--prune-mode channel --schedule agp --sparsity 0.5 --channel-criterion l1",
               "l1-50-kd": f"{CHANNEL} --sparsity 0.5 --channel-criterion l1 --kd true",
@@ -158,7 +157,6 @@ init trains the thin model from scratch; weight-80 is the weight-pruning default
               "flops-35-apoz": f"{CHANNEL} --prune-target {TARGET} --channel-criterion apoz",
               "flops-35-floor50": f"{CHANNEL} --prune-target {TARGET} --channel-criterion l1 --channel-floor 0.5",
               "flops-35-agp": f"--prune-mode channel --schedule agp --prune-target {TARGET} --channel-criterion l1",
-              "flops-35-kd": f"{CHANNEL} --prune-target {TARGET} --channel-criterion l1 --kd true",
               "weight-80": "--prune-mode weight --sparsity 0.8 --schedule oneshot"},
     default=("dense", "l1-30", "l1-50", "l1-50-kd", "l1-50-agp", "flops-35", "flops-35-floor50", "flops-35-agp"),
     # the quality preset's converged budget (24 validation images, 12 + 8 epochs at lr 2e-3)

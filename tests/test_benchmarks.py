@@ -171,32 +171,3 @@ def test_cpu_seconds_of_a_trial_come_from_bash_times():
     assert trial_cpu_s(run.stderr) >= float(run.stdout) - 0.01 >= 0.29  # bash rounds to ms
     assert trial_cpu_s("no times here") is None
 
-
-# ---- channel-speed on real models --------------------------------------------------------------
-
-def test_channel_speed_sizes_and_times_real_models():
-    import numpy as np
-
-    from benchmarks.channel_speed import at_size, speed, targets
-    from segmodel.channels import plan, rebuild
-    from segmodel.flops import count_flops
-    from segmodel.model import multi_unet_model
-    model = multi_unet_model(0.1, 6, 32, 32, 3)
-    thin = rebuild(model, plan(model, [{"sparsity": 0.5, "op_types": ["default"]}], "l1"))
-    big = at_size(thin, 64)
-    assert big.input_shape == (None, 64, 64, 3) and big.count_params() == thin.count_params()
-    x = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
-    np.testing.assert_allclose(at_size(big, 32)(x), thin(x), atol=1e-6)   # same weights, any side
-    ips = speed({"dense": model, "channel-50": thin}, sides=(32,), batches=(1, 2), rounds=1)
-    assert set(ips["dense"]) == {"keras 32px b1", "tflite 32px b1", "keras 32px b2", "tflite 32px b2"}
-    assert all(v > 0 for row in ips.values() for v in row.values())
-    rows = {name: {"flops": count_flops(m), "img_s": ips[arch], "delta_points_mean": d,
-                   "keras_bytes": kb, "int8_tflite_bytes": ib}
-            for name, arch, m, d, kb, ib in [("dense", "dense", model, 0.0, 7.9e6, 2.0e6),
-                                             ("channel-50", "channel-50", thin, -2.0, 2.1e6, 0.5e6),
-                                             ("channel-50-init", "channel-50", thin, -1.0, 2.1e6, 0.5e6)]}
-    met = {t["target"]: t["met"] for t in targets(rows, {"sizes": (32,), "batches": (1, 2)})}
-    assert met["FLOPs, dense / channel 50%"] is True
-    assert met["mean IoU, channel-50 - dense (points, paired)"] is False
-    assert met["mean IoU, channel-50-init - dense (points, paired)"] is True
-    assert met["int8 TFLite of channel 50% / dense model.keras"] is True
