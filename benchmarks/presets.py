@@ -134,7 +134,7 @@ CHANNEL = "--prune-mode channel --schedule oneshot"
 CHANNELS = Preset(
     doc="""Dense vs channel-pruned models at the converged budget: IoU, params, FLOPs, dead channels, paired by seed.
 
-    python -m benchmarks channels --out runs/channels                 # the default rows, 3 seeds (~4 h, 2 cores)
+    python -m benchmarks channels --out runs/channels                 # the default rows, 3 seeds (~4.5 h, 2 cores)
     python -m benchmarks quantization --out runs/channels-speed \\
         --models dense=runs/channels/s0-dense/model.keras l1-50=runs/channels/s0-l1-50/model.keras ...
                                                                      # then float32/int8 img/s at 256 px, b1 and b8
@@ -158,7 +158,7 @@ init trains the thin model from scratch; weight-80 is the weight-pruning default
               "flops-35-floor50": f"{CHANNEL} --prune-target {TARGET} --channel-criterion l1 --channel-floor 0.5",
               "flops-35-agp": f"--prune-mode channel --schedule agp --prune-target {TARGET} --channel-criterion l1",
               "weight-80": "--prune-mode weight --sparsity 0.8 --schedule oneshot"},
-    default=("dense", "l1-30", "l1-50", "l1-50-kd", "l1-50-agp", "flops-35", "flops-35-floor50", "flops-35-agp"),
+    default=("dense", "l1-30", "l1-50", "l1-30-agp", "l1-50-agp", "l1-50-kd", "flops-35", "flops-35-floor50", "flops-35-agp"),
     # the quality preset's converged budget (24 validation images, 12 + 8 epochs at lr 2e-3)
     trial_flags="--patch-size 64 --learning-rate 2e-3 --epochs 12 --finetune-epochs 8 --builtin-tiles 24 "
                 "--val-fraction 0.5",
