@@ -304,8 +304,8 @@ def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1", cal
         for m in members:
             keep[m] = np.flatnonzero(kept)
             asked = int(channels * targets.get(m, 0.0))
-            head = len(locked) == channels and not choices[m].named if m in choices else False
-            if channels - len(keep[m]) < asked and not head:  # the head keeps its classes unless named
+            head = m in choices and not choices[m].named and len(locked) == channels  # the output head, by type
+            if channels - len(keep[m]) < asked and not head:  # kept whole unless named: documented, not news
                 why = (f"tied by Add/Multiply to {', '.join(x for x in members if x != m)}, pruned at "
                        f"{sparsity:.2f}" if sparsity < targets[m] else "the others are pinned: they reach a model "
                        "output or a softmax, or are tied to channels nothing removes")
