@@ -152,6 +152,7 @@ init trains the thin model from scratch; weight-80 is the weight-pruning default
               "l1-30-agp": "--prune-mode channel --schedule agp --sparsity 0.3 --channel-criterion l1",
               "l1-50-agp": "--prune-mode channel --schedule agp --sparsity 0.5 --channel-criterion l1",
               "l1-50-kd": f"{CHANNEL} --sparsity 0.5 --channel-criterion l1 --kd true",
+              "l1-30-init": "--prune-mode channel --schedule init --sparsity 0.3 --channel-criterion l1",
               "l1-50-init": "--prune-mode channel --schedule init --sparsity 0.5 --channel-criterion l1",
               "flops-35": f"{CHANNEL} --prune-target {TARGET} --channel-criterion l1",
               "flops-35-apoz": f"{CHANNEL} --prune-target {TARGET} --channel-criterion apoz",

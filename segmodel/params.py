@@ -51,8 +51,8 @@ class Params:
     dropout_rate: float = _p(0.1, "dropout between the two convs of each U-Net block")
     learning_rate: float = _p(1e-3, "Adam learning rate")
     batch_size: int = _p(8, "patches per training step")
-    epochs: int = _p(4, "epochs of training before pruning (oneshot), or in all (init, agp)")
-    finetune_epochs: int = _p(2, "epochs of fine-tuning after pruning (oneshot, agp)")
+    epochs: int = _p(4, "epochs of training before pruning (oneshot, agp), or before fine-tuning (init)")
+    finetune_epochs: int = _p(2, "epochs of fine-tuning, its learning rate rewound (--finetune_lr)")
     sparsity: float = _p(0.8, "fraction of weights zeroed (weight mode) or of output channels removed (channel "
                               "mode) in every pruned layer (0 = no pruning)")
     prune_mode: str = _p("weight", "weight: zero single weights (same-size model) | channel: remove whole "

@@ -4,7 +4,8 @@ distilled) -> evaluation -> artifacts.
 Schedules (same total epochs, `epochs + finetune_epochs`, for each; fine-tuning's learning
 rate decays on a cosine unless --finetune_lr constant; sparsity is shared between layers by
 one global magnitude ranking unless --allocation uniform):
-  init     prune right after building, then train all epochs with masks (the seed's order)
+  init     prune right after building, then train the pruned model on the same schedule
+           (`epochs`, then `finetune_epochs` on the fine-tuning learning rate; the seed's order)
   oneshot  train dense `epochs`, prune to the target at once, fine-tune `finetune_epochs`
   agp      train dense `epochs`, then raise sparsity on the cubic AGP schedule while fine-tuning
 
@@ -59,18 +60,19 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     dense: dict = {}
 
     try:
-        if params.schedule == "init":  # prune the untrained model, then train it all epochs
+        if params.schedule == "init":  # prune the untrained model, then train it on the dense trial's schedule
             model = compression.prune(model)
-            trial.fit(model, params.epochs + params.finetune_epochs, "pruned", teacher=_teacher(model, params))
+            teacher = _teacher(model, params)
+            trial.fit(model, params.epochs, "pruned", teacher=teacher)
         else:  # train dense, prune, fine-tune
             trial.fit(model, params.epochs, "dense")
             dense = evaluate(model, splits, params)
             teacher = _teacher(model, params)
             model = compression.prune(model)
-            if params.finetune_epochs:
-                trial.fit(model, params.finetune_epochs, "finetune", teacher=teacher,
-                          callbacks=compression.finetune_callbacks(steps_per_epoch),
-                          learning_rate=finetune_learning_rate(params, steps_per_epoch * params.finetune_epochs))
+        if params.finetune_epochs:
+            trial.fit(model, params.finetune_epochs, "finetune", teacher=teacher,
+                      callbacks=compression.finetune_callbacks(steps_per_epoch),
+                      learning_rate=finetune_learning_rate(params, steps_per_epoch * params.finetune_epochs))
     except TrainingDiverged as e:
         metrics = {"default": 0.0, "diverged": 1, "diverged_reason": str(e),
                    "duration_s": round(time.time() - started, 1)}
