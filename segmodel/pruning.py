@@ -15,7 +15,9 @@ traced (graph-mode) train step: pruned weights stay exactly zero, and after
 """
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Callable
 from typing import NamedTuple
 
 import keras
@@ -29,7 +31,7 @@ from .params import ALLOCATIONS
 # NNI's 'default' op type (nni.compression.tensorflow.default_layers.weighted_modules).
 DEFAULT_OP_TYPES = ("Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
                     "Dense", "Embedding", "PReLU")
-CONFIG_KEYS = ("sparsity", "sparsity_per_layer", "op_types", "op_names", "exclude")
+CONFIG_KEYS = ("sparsity", "sparsity_per_layer", "op_types", "op_names", "op_names_re", "exclude")
 
 
 # ---- which weights: NNI's config_list ----------------------------------------------------
@@ -58,25 +60,27 @@ def layer_choices(model: keras.Model, config_list: list[dict]) -> dict[str, Choi
     """Map layer name -> Choice, NNI's rule: for each layer the last entry that matches it
     decides; if that entry has `exclude: True` the layer is not pruned. An entry matches a
     layer when the layer's class is in `op_types` ('default' = the weighted layers) and its
-    name is in `op_names`, whichever of the two are given."""
+    name is in `op_names` or starts with a match of one of `op_names_re` (NNI 3.0's
+    `re.match`), whichever are given."""
     if not isinstance(config_list, (list, tuple)):
         raise ParamError(f"config_list must be a list of dicts, got {type(config_list).__name__}")
     layers = weighted_layers(model)
     choices: dict[str, Choice] = {}
     for i, entry in enumerate(config_list):
-        sparsity, op_types, op_names, exclude = _check_entry(i, entry)
+        sparsity, op_types, named, exclude = _check_entry(i, entry)
         matched = 0
         for layer in layers:
             if op_types is not None and type(layer).__name__ not in op_types:
                 continue
-            if op_names is not None and layer.name not in op_names:
+            if named is not None and not named(layer.name):
                 continue
             matched += 1
-            choices[layer.name] = Choice(i, None if exclude else sparsity, op_names is not None)
+            choices[layer.name] = Choice(i, None if exclude else sparsity, named is not None)
         if matched == 0:
             kinds = sorted({type(layer).__name__ for layer in layers})
             raise ParamError(f"config_list[{i}] matches no layer with weights in model {model.name!r} "
-                             f"(op_types={entry.get('op_types')}, op_names={entry.get('op_names')}); "
+                             f"(op_types={entry.get('op_types')}, op_names={entry.get('op_names')}"
+                             + (f", op_names_re={entry['op_names_re']}" if "op_names_re" in entry else "") + "); "
                              f"its weighted layer types are {kinds}")
     names = [layer.name for layer in layers if layer.name in choices]
     pruned = [n for n in names if choices[n].sparsity is not None]
@@ -111,8 +115,9 @@ def entry_report(config_list: list[dict], choices: dict[str, Choice], measure, w
     return rows
 
 
-def _check_entry(i: int, entry) -> tuple[float, set | None, set | None, bool]:
-    """Validate one config_list entry; returns (sparsity, op_types, op_names, exclude)."""
+def _check_entry(i: int, entry) -> tuple[float, set | None, Callable[[str], bool] | None, bool]:
+    """Validate one config_list entry; returns (sparsity, op_types, whether a layer name
+    is named by op_names/op_names_re or None when neither is given, exclude)."""
     where = f"config_list[{i}]"
     if not isinstance(entry, dict):
         raise ParamError(f"{where} must be a dict, got {entry!r}")
@@ -128,19 +133,27 @@ def _check_entry(i: int, entry) -> tuple[float, set | None, set | None, bool]:
     if not exclude and (not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool)
                         or not 0 <= sparsity < 1):
         raise ParamError(f"{where}: sparsity must be a number in [0, 1), got {sparsity!r}")
-    sets = []
-    for key in ("op_types", "op_names"):
-        value = entry.get(key)
-        if value is not None and (not isinstance(value, (list, tuple))
-                                  or not all(isinstance(v, str) for v in value)):
-            raise ParamError(f"{where}: {key} must be a list of strings, got {value!r}")
-        sets.append(None if value is None else set(value))
-    op_types, op_names = sets
-    if op_types is None and op_names is None:
-        raise ParamError(f"{where}: needs op_types or op_names")
+    op_types, op_names, op_names_re = (_strings(where, key, entry.get(key))
+                                       for key in ("op_types", "op_names", "op_names_re"))
+    if op_types is None and op_names is None and op_names_re is None:
+        raise ParamError(f"{where}: needs op_types, op_names or op_names_re")
     if op_types is not None and "default" in op_types:
         op_types |= set(DEFAULT_OP_TYPES)
-    return (0.0 if exclude else float(sparsity)), op_types, op_names, exclude
+    named = None
+    if op_names is not None or op_names_re is not None:
+        try:
+            patterns = [re.compile(p) for p in op_names_re or ()]
+        except re.error as e:
+            raise ParamError(f"{where}: op_names_re has a bad regular expression: {e}") from None
+        names = op_names or set()
+        named = lambda name: name in names or any(p.match(name) for p in patterns)  # noqa: E731
+    return (0.0 if exclude else float(sparsity)), op_types, named, exclude
+
+
+def _strings(where: str, key: str, value) -> set | None:
+    if value is not None and (not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value)):
+        raise ParamError(f"{where}: {key} must be a list of strings, got {value!r}")
+    return None if value is None else set(value)
 
 
 # ---- masks --------------------------------------------------------------------------------

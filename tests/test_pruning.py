@@ -137,6 +137,16 @@ def test_op_types_and_op_names_both_must_match():
     assert layer_targets(m, [{"sparsity": 0.4, "op_types": ["Conv2DTranspose"]}]) == {"t": 0.4}
 
 
+def test_op_names_re_matches_names_from_their_start_as_nni_does():
+    m = tiny_model()  # NNI 3.0: re.match, anchored at the name's start
+    assert layer_targets(m, [{"sparsity": 0.4, "op_names_re": ["[ab]$", "t"]}]) == {"a": 0.4, "b": 0.4, "t": 0.4}
+    with pytest.raises(ParamError, match="matches no layer"):
+        layer_targets(m, [{"sparsity": 0.4, "op_names_re": ["nn"]}])  # inside "inner", not at its start
+    t = layer_targets(m, [{"sparsity": 0.5, "op_types": ["default"]},
+                          {"sparsity": 0.2, "op_names": ["d"], "op_names_re": ["i"]}])  # union of the two
+    assert t == {"a": 0.5, "b": 0.5, "t": 0.5, "inner": 0.2, "d": 0.2}
+
+
 def test_biases_never_pruned_and_named_layer_types():
     m = tiny_model()
     for layer in walk_layers(m):
@@ -162,8 +172,11 @@ def test_biases_never_pruned_and_named_layer_types():
     ([{"sparsity": "0.5", "op_types": ["default"]}], r"\[0, 1\)"),
     ([{"op_types": ["default"]}], "sparsity must be"),
     ([{"sparsity": 0.5, "sparsity_per_layer": 0.5, "op_types": ["default"]}], "not both"),
-    ([{"sparsity": 0.5}], "op_types or op_names"),
+    ([{"sparsity": 0.5}], "op_types, op_names or op_names_re"),
     ([{"sparsity": 0.5, "op_types": "Conv2D"}], "list of strings"),
+    ([{"sparsity": 0.5, "op_names_re": "a"}], "list of strings"),
+    ([{"sparsity": 0.5, "op_names_re": ["("]}], "bad regular expression"),
+    ([{"sparsity": 0.5, "op_names_re": ["zz"]}], r"matches no layer .*op_names_re=\['zz'\]"),
     ([{"sparsity": 0.5, "op_types": ["default"], "ops": 1}], "unknown keys"),
     ([{"exclude": "yes", "op_names": ["a"]}], "exclude must be"),
     (["Conv2D"], "must be a dict"),
