@@ -32,6 +32,7 @@ BENCHES = {
     "tuner": "benchmarks.tuner",
     "tuner-db": "benchmarks.tuner_db",
     "quantization": "benchmarks.quantization",
+    "widths": "benchmarks.widths",
     "grid": presets.GRID,
 }
 DEFAULT = "stages"

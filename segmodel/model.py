@@ -45,18 +45,21 @@ def _conv_block(x, filters: int, dr: float, name: str, architecture: str):
 
 
 def multi_unet_model(dr: float = 0.1, n_classes: int = 6, IMG_HEIGHT: int = 256, IMG_WIDTH: int = 256,
-                     IMG_CHANNELS: int = 3, architecture: str = "seed") -> keras.Model:
-    """16-32-64-128-256 filters down (max-pool), Conv2DTranspose up with skips, softmax head."""
+                     IMG_CHANNELS: int = 3, architecture: str = "seed", filters=FILTERS) -> keras.Model:
+    """16-32-64-128-256 filters down (max-pool), Conv2DTranspose up with skips, softmax head.
+    `filters`: the five levels' widths (a level's decoder block has its encoder's)."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}; got {architecture!r}")
+    if len(filters) != len(FILTERS) or not all(isinstance(f, int) and f > 0 for f in filters):
+        raise ValueError(f"filters must be {len(FILTERS)} positive ints, one per level; got {filters!r}")
     inputs = keras.Input((IMG_HEIGHT, IMG_WIDTH, IMG_CHANNELS), name="image")
     x, skips = inputs, []
-    for i, f in enumerate(FILTERS[:-1], start=1):
+    for i, f in enumerate(filters[:-1], start=1):
         x = _conv_block(x, f, dr, f"down{i}", architecture)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
-    x = _conv_block(x, FILTERS[-1], dr, "bottleneck", architecture)
-    for i, (f, skip) in enumerate(zip(reversed(FILTERS[:-1]), reversed(skips)), start=1):
+    x = _conv_block(x, filters[-1], dr, "bottleneck", architecture)
+    for i, (f, skip) in enumerate(zip(reversed(filters[:-1]), reversed(skips)), start=1):
         x = layers.Conv2DTranspose(f, 2, strides=2, padding="same", name=f"up{i}_transpose")(x)
         x = layers.concatenate([x, skip], name=f"up{i}_concat")
         x = _conv_block(x, f, dr, f"up{i}", architecture)

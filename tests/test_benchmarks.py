@@ -126,6 +126,19 @@ def test_each_preset_selects_valid_trials(name):
         resolve(parse_flags(flags))
 
 
+def test_widths_bench_times_each_width_set_against_dense(tmp_path, capsys):
+    """Real conversions and timing at a tiny side: every row's files ran, FLOPs follow the widths."""
+    assert main(["widths", "--out", str(tmp_path), "--widths", "half=8,16,32,64,128", "--side", "16",
+                 "--batches", "1", "--rounds", "1"]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert list(rows) == ["dense", "half"] and rows["half"]["widths"] == [8, 16, 32, 64, 128]
+    assert rows["dense"]["mflops_64px"] / rows["half"]["mflops_64px"] == pytest.approx(3.955, abs=0.01)
+    assert all(rows[n]["img_s"][k] > 0 for n in rows for k in ("float32 b1", "int8 b1"))
+    assert "| 8/16/32/64/128 | half |" in (tmp_path / "table.md").read_text()
+    assert main(["widths", "--out", str(tmp_path), "--widths", "half=8,16"]) == 2
+    assert "five positive ints" in capsys.readouterr().err
+
+
 def test_bad_grid_input_is_one_line_and_exit_2(capsys):
     assert main(["quality", "--only", "nosuch-*"]) == 2
     assert "no such variant; known: dense, recipe-0.5" in capsys.readouterr().err

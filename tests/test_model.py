@@ -38,6 +38,21 @@ def test_architectures_share_conv_names_and_widths():
         np.testing.assert_allclose(np.sum(model(x), -1), 1.0, atol=1e-5)
 
 
+def test_level_widths_build_what_channel_pruning_each_level_rebuilds():
+    """`filters` (benchmarks widths) against an independent path: a config_list pruning
+    each level's blocks by op_names_re, planned and rebuilt by segmodel.channels."""
+    from segmodel import channels
+    dense = multi_unet_model(0.1, 6, 32, 32, 3, architecture="bn")
+    config = [{"op_names_re": ["down1_", "up4_"], "sparsity": 0.5}, {"op_names_re": ["bottleneck_"], "sparsity": 0.75}]
+    thin = channels.rebuild(dense, channels.plan(dense, config))
+    built = multi_unet_model(0.1, 6, 32, 32, 3, architecture="bn", filters=(8, 32, 64, 128, 64))
+    assert [(l.name, getattr(l, "filters", None)) for l in thin.layers] == \
+        [(l.name, getattr(l, "filters", None)) for l in built.layers]
+    assert thin.count_params() == built.count_params() < dense.count_params()
+    with pytest.raises(ValueError, match="filters must be 5 positive ints"):
+        multi_unet_model(filters=(16, 32))
+
+
 def test_trials_default_to_batchnorm_and_the_seed_is_one_flag_away():
     assert Params().architecture == "bn"
     seed = build_model(resolve({"architecture": "seed", "patch_size": 32}), 6)
