@@ -21,6 +21,8 @@ DENSE = (16, 32, 64, 128, 256)
 ROWS = {  # name -> widths of levels 1..5
     "dense": DENSE,
     "uniform 30%": (12, 23, 45, 90, 180),   # what --sparsity 0.3 keeps (int(C * 0.3) removed)
+    "uniform 40%": (10, 20, 39, 77, 154),
+    "40%, multiples of 8": (8, 16, 40, 80, 152),   # the channels preset's w40 variants
     "uniform 50%": (8, 16, 32, 64, 128),
     **{f"level {i} halved": tuple(w // 2 if j == i else w for j, w in enumerate(DENSE, start=1)) for i in range(1, 6)},
     "levels 1-2 halved": (8, 16, 64, 128, 256),
