@@ -133,7 +133,7 @@ bfloat16 runs on any x86 CPU; without AVX512-BF16/AMX it is emulated and slow.""
 TARGET = "flops:0.35"
 CHANNEL = "--prune-mode channel --schedule oneshot"
 # per-level widths 8/16/40/80/152 (levels 1-5; multiples of 8, ~40 % of the channels): `python -m benchmarks widths`
-# has them 1.9x faster than dense as float32 at 256 px, where uniform 40 % (10/20/39/77/154) is 1.6x
+# has them 2.0x faster than dense as float32 at 256 px, where uniform 40 % (10/20/39/77/154) is 1.5x
 W40 = json.dumps([{"op_names_re": ["down[12]_", "up[34]_"], "sparsity": 0.5},
                   {"op_names_re": ["down[34]_", "up[12]_"], "sparsity": 0.375},
                   {"op_names_re": ["bottleneck_"], "sparsity": 0.40625}])
@@ -150,7 +150,8 @@ ranking); flops-*: one global ranking of importance per FLOP down to 35 % of the
 FLOPs (--prune-target, per-layer floors of 0.1; -floor50: of one half); -apoz ranks by activations instead of weights;
 recovery: -agp masks channels gradually through fine-tuning, -kd distils from the trial's
 dense model; every fine-tuning rewinds the learning rate (cosine from --learning-rate).
-init trains the thin model from scratch; weight-80 is the weight-pruning default.""",
+init trains the thin model from scratch on the dense schedule; w40: per-level widths 8/16/40/80/152;
+weight-80 is the weight-pruning default.""",
     variants={"dense": "--sparsity 0 --schedule oneshot",
               "l1-30": f"{CHANNEL} --sparsity 0.3 --channel-criterion l1",
               "l1-50": f"{CHANNEL} --sparsity 0.5 --channel-criterion l1",
@@ -166,7 +167,8 @@ init trains the thin model from scratch; weight-80 is the weight-pruning default
               "flops-35-floor50": f"{CHANNEL} --prune-target {TARGET} --channel-criterion l1 --channel-floor 0.5",
               "flops-35-agp": f"--prune-mode channel --schedule agp --prune-target {TARGET} --channel-criterion l1",
               "weight-80": "--prune-mode weight --sparsity 0.8 --schedule oneshot"},
-    default=("dense", "l1-30", "l1-50", "l1-30-agp", "l1-50-agp", "l1-50-kd", "flops-35", "flops-35-floor50", "flops-35-agp"),
+    default=("dense", "l1-30", "l1-50", "l1-30-agp", "l1-50-agp", "l1-50-kd", "l1-30-init", "l1-50-init", "w40-init",
+             "flops-35", "flops-35-floor50", "flops-35-agp"),
     # the quality preset's converged budget (24 validation images, 12 + 8 epochs at lr 2e-3)
     trial_flags="--patch-size 64 --learning-rate 2e-3 --epochs 12 --finetune-epochs 8 --builtin-tiles 24 "
                 "--val-fraction 0.5",
