@@ -104,17 +104,17 @@ def run(rows: dict, side: int, batches, rounds: int, threads) -> dict:
 
 def format_table(r: dict) -> str:
     """One row per width set: MFLOPs and img/s, each as a ratio to the dense float32 file."""
-    rows, keys = r["rows"], [f"{k} b{b}" for b in r["batches"] for k in ("float32", "int8")]
-    dense = rows["dense"]
-    head = ["widths (levels 1-5)", "name", "MFLOPs (64 px)", "params"] + [f"{k} (× dense float32)" for k in keys]
-    lines = ["| " + " | ".join(head) + " |", "|---|---|---:|---:|" + "---:|" * len(keys)]
+    rows, dense = r["rows"], r["rows"]["dense"]
+    cols = [(kind, b) for b in r["batches"] for kind in ("float32", "int8")]
+    head = ["widths (levels 1-5)", "name", "MFLOPs (64 px)", "params"] + [f"{k} b{b} (× dense float32)" for k, b in cols]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---:|---:|" + "---:|" * len(cols)]
     for name, row in rows.items():
         cells = ["/".join(map(str, row["widths"])), name, f"{row['mflops_64px']:.1f} (1/{dense['mflops_64px'] / row['mflops_64px']:.2f})",
                  f"{row['params'] / 1e6:.3f} M"]
-        for k in keys:
-            base = dense["img_s"][f"float32 b{k.split(' b')[1]}"]
-            note = "" if row["runtime"][k] == "xnnpack" else f", {row['runtime'][k]}"
-            cells.append(f"{row['img_s'][k]:.1f} ({row['img_s'][k] / base:.2f}×{note})")
+        for kind, b in cols:
+            key = f"{kind} b{b}"
+            note = "" if row["runtime"][key] == "xnnpack" else f", {row['runtime'][key]}"
+            cells.append(f"{row['img_s'][key]:.1f} ({row['img_s'][key] / dense['img_s'][f'float32 b{b}']:.2f}×{note})")
         lines.append("| " + " | ".join(cells) + " |")
     m = r["machine"]
     lines += ["", f"{r['side']} px, median of {r['rounds']} interleaved rounds, untrained weights; "
