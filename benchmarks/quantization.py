@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args) -> int:
     from segmodel.errors import ParamError
-    from segmodel.files import write_json_atomic, write_text_atomic
+    from .table import publish
 
     budget = dict(QUICK if args.quick else FULL)
     budget.update({k: getattr(args, k) for k in ("side", "rounds") if getattr(args, k)})
@@ -68,11 +68,7 @@ def main(args) -> int:
     models = dict(_named(m) for m in args.models) if args.models else None
     out = Path(args.out)
     result = run(out, budget, args.seed, models, args.threads or None)
-    table = format_table(result)
-    write_json_atomic(out / "results.json", result)
-    write_text_atomic(out / "table.md", table + "\n")
-    print(table)
-    print(f"wrote {out / 'results.json'}, {out / 'table.md'}", file=sys.stderr)
+    publish(out, result, format_table(result))
     return 0
 
 

@@ -115,3 +115,16 @@ def footer(rows: list[dict], command: str, base: str, cpu: str, wall_s: float) -
     trial_s = sum(r.get("duration_s", 0) for r in rows)
     return (f"`{command}`; every trial: `{base}`; {cpu}, precision {precisions}; wall {wall_s:.0f} s "
             f"(finished cells are not rerun; sum of trial times {trial_s:.0f} s)")
+
+
+def publish(out: Path, result: dict, text: str) -> None:
+    """A speed bench's outputs: OUT/results.json and OUT/table.md (each whole or absent), the
+    table on stdout, where they went on stderr."""
+    import sys
+
+    from segmodel.files import write_json_atomic, write_text_atomic
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "results.json", result)
+    write_text_atomic(out / "table.md", text + "\n")
+    print(text)
+    print(f"wrote {out / 'results.json'}, {out / 'table.md'}", file=sys.stderr)

@@ -54,18 +54,12 @@ def parse_widths(spec: str) -> tuple[str, tuple[int, ...]]:
 
 def main(args) -> int:
     from segmodel.errors import ParamError
-    from segmodel.files import write_json_atomic, write_text_atomic
+    from .table import publish
     if args.side % 16:
         raise ParamError(f"--side must be a multiple of 16, got {args.side}")
     rows = {"dense": DENSE, **dict(map(parse_widths, args.widths))} if args.widths else dict(ROWS)
     result = run(rows, args.side, args.batches, args.rounds, args.threads or None)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = format_table(result)
-    write_json_atomic(out / "results.json", result)
-    write_text_atomic(out / "table.md", table + "\n")
-    print(table)
-    print(f"wrote {out / 'results.json'}, {out / 'table.md'}", file=sys.stderr)
+    publish(Path(args.out), result, format_table(result))
     return 0
 
 
