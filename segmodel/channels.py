@@ -264,14 +264,21 @@ def _scores(model, members: list[str], criterion: str, stats, dead: np.ndarray) 
     return np.where(dead, -np.inf, score)
 
 
+def rounded_count(count: int, round_to: int) -> int:
+    """`count` rounded down to a multiple of `round_to` (Torch-Pruning's round_to: XNNPACK's
+    kernels run fastest at multiples of 8), never below min(count, round_to)."""
+    return max(round_to * (count // round_to), min(count, round_to))
+
+
 def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1", calibration=None,
-         dead_only: bool = False, forced: dict | None = None) -> ChannelPlan:
+         dead_only: bool = False, forced: dict | None = None, round_to: int = 1) -> ChannelPlan:
     """Rank and choose the channels to keep. `config_list` is NNI's (see pruning.layer_targets);
     sparsity = fraction of a layer's output channels removed, int(C * s), at least one kept.
     The activation criteria (apoz: most zeros go first; mean_activation: smallest mean) rank on
     `calibration` (samples, or ActivationStats). `dead_only`: remove exactly the channels that
     never fire on `calibration`, in every layer, whatever config_list says. `forced[producer]`:
-    channels that go before any other (gradual pruning: those an earlier, smaller plan removed)."""
+    channels that go before any other (gradual pruning: those an earlier, smaller plan removed).
+    `round_to`: a pruned layer keeps a multiple of it (rounded down: it removes at least its sparsity)."""
     if criterion not in CRITERIA:
         raise ParamError(f"channel_criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
     if (criterion in ACTIVATION_CRITERIA or dead_only) and calibration is None:
@@ -297,6 +304,7 @@ def plan(model: keras.Model, config_list: list[dict], criterion: str = "l1", cal
             sparsity = min(targets.get(m, 0.0) for m in members)  # a member not selected keeps the group whole
             n_remove = min(int(channels * sparsity), channels - 1)
             if n_remove > 0:
+                n_remove = channels - rounded_count(channels - n_remove, round_to)
                 score = _scores(model, members, criterion, stats, dead)
                 first = np.logical_or.reduce([(forced or {}).get(m, np.zeros(channels, bool)) for m in members])
                 candidates = [i for i in np.lexsort((score, ~first)) if i not in locked]

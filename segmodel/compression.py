@@ -99,10 +99,12 @@ class ChannelPruning(Compression):
         if self.params.flops_target:
             return cost_pruning.target_plan(model, self.config_list, criterion,
                                             1 - (1 - self.params.flops_target) * fraction,
-                                            self.params.channel_floor, calibration, forced)
+                                            self.params.channel_floor, calibration, forced,
+                                            self.params.channel_round)
         config_list = [{**e, **{k: e[k] * fraction for k in ("sparsity", "sparsity_per_layer") if k in e}}
                        for e in self.config_list]
-        return channels.plan(model, config_list, criterion, calibration, forced=forced)
+        return channels.plan(model, config_list, criterion, calibration, forced=forced,
+                             round_to=self.params.channel_round)
 
     def prune(self, model: keras.Model) -> keras.Model:
         criterion = self.params.channel_criterion

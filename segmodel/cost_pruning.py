@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from .channels import ChannelPlan, _scores, _trace, assemble, check_blockers, tied_groups
+from .channels import ChannelPlan, _scores, _trace, assemble, check_blockers, rounded_count, tied_groups
 from .errors import ParamError
 from .flops import count_flops, layer_macs
 from .params import ACTIVATION_CRITERIA, CRITERIA, selection_only
@@ -129,12 +129,14 @@ class _Widths:
 
 
 def target_plan(model: keras.Model, config_list: list[dict], criterion: str, flops_target: float,
-                floor: float = 0.1, calibration=None, forced: dict | None = None) -> TargetPlan:
+                floor: float = 0.1, calibration=None, forced: dict | None = None, round_to: int = 1) -> TargetPlan:
     """Keep at most `flops_target` of `model`'s FLOPs, removing channels of the layers
     `config_list` selects in one global ranking (module docstring). `calibration`: samples
     or ActivationStats; needed by the activation criteria, and with it the channels that
     never fire go first under any criterion. `forced[producer]`: channels removed before
-    anything else, whatever the target (gradual pruning: what an earlier plan removed)."""
+    anything else, whatever the target (gradual pruning: what an earlier plan removed).
+    `round_to`: then every pruned group keeps a multiple of it, its least important channels
+    going (rounded down, so the target stays met; not below its floor)."""
     if criterion not in CRITERIA:
         raise ParamError(f"channel_criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}")
     if criterion in ACTIVATION_CRITERIA and calibration is None:
@@ -182,6 +184,14 @@ def target_plan(model: keras.Model, config_list: list[dict], criterion: str, flo
             widths.remove(group, channel)
     while widths.flops > flops_target * dense and (choice := widths.best()) is not None:
         widths.remove(choice[0], choice[1][2])
+    for group in groups if round_to > 1 else []:
+        count = int(group.kept.sum())
+        if count < group.channels:
+            kept = max(rounded_count(count, round_to), min(count, group.floor))
+            order = [i for i in np.lexsort((np.arange(group.channels), group.score))
+                     if group.kept[i] and not group.frozen[i]]
+            for channel in order[:count - kept]:
+                widths.remove(group, channel)
 
     keep = {name: np.flatnonzero(owner[name].kept) if name in owner else np.arange(producers[name])
             for name in producers}

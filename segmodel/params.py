@@ -71,6 +71,9 @@ class Params:
     channel_floor: float = _p(0.1, "prune_target: every pruned layer keeps at least this fraction of its channels "
                                    "(and at least 1); channels that never fire on the calibration patches may go "
                                    "below it")
+    channel_round: int = _p(1, "channel mode: every pruned layer keeps a multiple of this many channels "
+                               "(rounded down, at least this many; Torch-Pruning's round_to): 8 fits XNNPACK's "
+                               "float32 kernels, docs/channels.md; 1 = no rounding")
     allocation: str = _p("global", "weight mode: how sparsity is shared between layers: global (one magnitude "
                                    "ranking per config_list entry, first and last weighted layer kept dense if "
                                    "small and not named in op_names) | uniform (every layer alike, as NNI's "
@@ -185,6 +188,9 @@ class Params:
         need(not (self.min_speedup and not self.deploy_size),
              "min_speedup is a budget on the measured speedup: give --deploy-size too (e.g. 256)")
         need(0 <= self.channel_floor <= 1, f"channel_floor must be in [0, 1], got {self.channel_floor}")
+        need(self.channel_round >= 1, f"channel_round must be >= 1, got {self.channel_round}")
+        need(self.channel_round == 1 or self.prune_mode == "channel",
+             f"channel_round needs prune_mode channel (weight pruning keeps every channel); got {self.prune_mode}")
         need(not self.flops_target or self.prune_mode == "channel",
              f"prune_target needs prune_mode channel (weight pruning removes no FLOPs); got {self.prune_mode}")
         for f in fields(self):

@@ -50,6 +50,24 @@ def test_thin_unet_equals_masked_unet_and_is_smaller():
     assert thin.count_params() < 0.3 * model.count_params()
 
 
+def test_channel_round_keeps_multiples_and_removes_at_least_the_sparsity():
+    keras.utils.set_random_seed(0)
+    model = randomize(multi_unet_model(0.1, 6, 32, 32, 3))
+    thirty = [{"sparsity": 0.3, "op_types": ["default"]}]
+    exact, rounded = plan(model, thirty, "l1"), plan(model, thirty, "l1", round_to=8)
+    for name, kept in rounded.keep.items():
+        c = rounded.channels[name]
+        if name == "logits":
+            assert len(kept) == 6  # the head is pinned: nothing to round
+            continue
+        assert len(kept) == (c - int(c * 0.3)) // 8 * 8  # 16/32/64/128/256 -> 8/16/40/88/176
+        assert set(kept) <= set(exact.keep[name])        # the same ranking, cut further
+    thin = rebuild(model, rounded)
+    assert [thin.get_layer(f"down{i}_conv1").filters for i in range(1, 5)] == [8, 16, 40, 88]
+    x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    assert_equal_outputs(thin, masked_copy(model, rounded), x)
+
+
 @pytest.mark.parametrize("criterion", ["l1", "apoz", "mean_activation"])
 def test_thin_batchnorm_unet_equals_masked_unet(criterion):
     """architecture bn: conv (no bias) -> BN -> ReLU; the BN vectors move with the kept filters."""
@@ -384,7 +402,7 @@ def test_every_point_of_the_compress_search_space_is_a_valid_trial():
     for values in itertools.product(*choices.values()):
         for lr in space["learning_rate"]["_value"]:
             p = resolve(flags, {**dict(zip(choices, values)), "learning_rate": lr})
-            assert p.prune_mode == "channel" and p.schedule in ("oneshot", "agp") and 0 < p.flops_target < 1
+            assert p.prune_mode == "channel" and 0 < p.flops_target < 1 and p.channel_round in (1, 8)
 
 
 def test_fpgm_matches_the_pairwise_definition():

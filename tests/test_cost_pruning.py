@@ -136,6 +136,20 @@ def test_thin_equals_masked_for_target_plans_with_ties_and_batchnorm(criterion):
     assert_equal_outputs(rebuild(bn, p), masked_copy(bn, p), X32)
 
 
+def test_channel_round_keeps_multiples_and_the_target_met(unet):
+    dense = count_flops(unet)
+    exact = target_plan(unet, ALL, "l1", 0.3, floor=0.25)
+    p = target_plan(unet, ALL, "l1", 0.3, floor=0.25, round_to=8)
+    floors = {n: math.ceil(0.25 * c) for n, c in p.channels.items()}
+    for name, kept in p.keep.items():
+        n, before = len(kept), len(exact.keep[name])
+        assert n == p.channels[name] or n % 8 == 0 or n == before < 8 or n == floors[name], (name, n)
+        assert set(kept) <= set(exact.keep[name])  # rounding only removes, lowest ranked first
+    thin = rebuild(unet, p)
+    assert p.reached and count_flops(thin) == p.flops < exact.flops <= 0.3 * dense
+    assert_equal_outputs(thin, masked_copy(unet, p), X32)
+
+
 def test_activation_criterion_without_calibration_and_bad_targets():
     model = branchy_model()
     with pytest.raises(ParamError, match="apoz ranks by activations and needs calibration"):
@@ -159,6 +173,8 @@ def test_activation_criterion_without_calibration_and_bad_targets():
       '[{"sparsity": 0.5, "op_types": ["Conv2D"]}]'], "error: config_list[0] gives a sparsity, but with prune_target"),
     (["--prune-mode", "channel", "--prune-target", "flops:0.5", "--channel-floor", "2"],
      "error: channel_floor must be in [0, 1]"),
+    (["--prune-mode", "channel", "--channel-round", "0"], "error: channel_round must be >= 1"),
+    (["--channel-round", "8"], "error: channel_round needs prune_mode channel"),
 ])
 def test_bad_target_is_one_line_exit_2_before_tensorflow(argv, expect):
     assert_refused_before_tensorflow(argv, expect)
