@@ -166,7 +166,10 @@ weight-80 is the weight-pruning default.""",
               "flops-35-apoz": f"{CHANNEL} --prune-target {TARGET} --channel-criterion apoz",
               "flops-35-floor50": f"{CHANNEL} --prune-target {TARGET} --channel-criterion l1 --channel-floor 0.5",
               "flops-35-agp": f"--prune-mode channel --schedule agp --prune-target {TARGET} --channel-criterion l1",
-              "weight-80": "--prune-mode weight --sparsity 0.8 --schedule oneshot"},
+              "weight-80": "--prune-mode weight --sparsity 0.8 --schedule oneshot",
+              # the best trial of configs/compress.yml (run u103obtk, 13 trials, docs/compress.md)
+              "compress-best": "--prune-mode channel --schedule init --prune-target flops:0.2 --channel-floor 0.25 "
+                               "--channel-criterion mean_activation --learning-rate 0.00577"},
     default=("dense", "l1-30", "l1-50", "l1-30-agp", "l1-50-agp", "l1-50-kd", "l1-30-init", "l1-50-init", "w40-init",
              "flops-35", "flops-35-floor50", "flops-35-agp"),
     # the quality preset's converged budget (24 validation images, 12 + 8 epochs at lr 2e-3)
