@@ -20,6 +20,7 @@ import keras
 from . import activations, channels, cost_pruning
 from .flops import count_flops
 from .gradual_channels import ChannelMasker
+from .latency import LatencyProbe
 from .params import ACTIVATION_CRITERIA
 from .pruning import AGPCallback, Pruner, sparsity_stats
 
@@ -82,23 +83,29 @@ class ChannelPruning(Compression):
     """Whole filters removed and the model rebuilt thinner: at the prune point (oneshot, init),
     or, with agp, masked gradually through fine-tuning (segmodel.gradual_channels) and rebuilt
     at its end. With a prune_target one global ranking removes channels until the FLOPs budget
-    is met (segmodel.cost_pruning); else each selected layer loses its sparsity."""
+    is met (segmodel.cost_pruning), a latency budget being first turned into the FLOPs budget
+    whose thin model measures within it; else each selected layer loses its sparsity."""
 
     def __init__(self, params, model: keras.Model, splits=None):
         super().__init__(params, model, splits)
         self.dense_flops = count_flops(model)
+        self.flops_target = params.flops_target  # a latency target sets it at the prune point
+        self.fit = None
         # What planning refuses (a bad config_list, a layer it cannot see through) depends on the
         # graph, not on the weights or activations: planning the untrained model by weight norm
-        # now fails before training.
-        self._plan(model, "l1", None)
+        # now fails before training; so does a machine where latency cannot be timed.
+        self._plan(model, "l1", None, target=0.5 if params.latency_target else None)
+        self.probe = (LatencyProbe(model, splits, params.deploy_size, params.deploy_format)
+                      if params.latency_target else None)
         self.plan = None  # the real one, ranked on the trained model at the prune point
         self.masker = None
 
-    def _plan(self, model: keras.Model, criterion: str, calibration, fraction: float = 1.0, forced=None):
-        """The plan at `fraction` of the way to the target (agp; 1 = the target itself)."""
-        if self.params.flops_target:
-            return cost_pruning.target_plan(model, self.config_list, criterion,
-                                            1 - (1 - self.params.flops_target) * fraction,
+    def _plan(self, model: keras.Model, criterion: str, calibration, fraction: float = 1.0, forced=None,
+              target: float | None = None):
+        """The plan at `fraction` of the way to the FLOPs target (agp; 1 = the target itself)."""
+        target = target or self.flops_target
+        if target:
+            return cost_pruning.target_plan(model, self.config_list, criterion, 1 - (1 - target) * fraction,
                                             self.params.channel_floor, calibration, forced,
                                             self.params.channel_round)
         config_list = [{**e, **{k: e[k] * fraction for k in ("sparsity", "sparsity_per_layer") if k in e}}
@@ -110,8 +117,16 @@ class ChannelPruning(Compression):
         criterion = self.params.channel_criterion
         calibration = None
         # with a target, the channels that never fire go first under every criterion
-        if criterion in ACTIVATION_CRITERIA or (self.params.flops_target and self.params.calibration_patches):
+        if criterion in ACTIVATION_CRITERIA or (self.params.prune_target and self.params.calibration_patches):
             calibration = activations.calibration_set(self.splits.train, self.params.calibration_patches)
+        if self.probe:  # the latency budget -> the largest FLOPs budget whose thin model meets it
+            self.fit = cost_pruning.fit_latency(
+                lambda f: self._plan(model, criterion, calibration, target=f),
+                lambda plan: self.probe.ratio(channels.rebuild(model, plan)), self.params.latency_target)
+            self.flops_target = self.fit.flops_target
+            print(f"prune_target {self.params.prune_target}: flops:{self.flops_target:.3f} measures "
+                  f"{self.fit.ratio:.3f} of the dense latency ({len(self.fit.tried)} candidates timed)",
+                  file=sys.stderr, flush=True)
         if self.params.schedule == "agp":  # masks attached (nothing removed) now, before Keras traces
             self.masker = ChannelMasker(model, lambda m, fraction, forced: self._plan(
                 m, criterion, calibration, fraction, forced))
@@ -125,7 +140,11 @@ class ChannelPruning(Compression):
         return self._agp(self.masker, steps_per_epoch) if self.masker else []
 
     def _say_if_short(self) -> None:
-        if self.params.flops_target and not self.plan.reached:
+        if self.fit and not self.fit.reached:
+            print(f"warning: prune_target {self.params.prune_target} not reached: the floors (channel_floor "
+                  f"{self.params.channel_floor:g}) and pinned channels stop at {self.fit.ratio:.3f} of the dense "
+                  f"latency ({self.params.deploy_format}, {self.params.deploy_size} px)", file=sys.stderr, flush=True)
+        elif self.params.flops_target and not self.plan.reached:
             print(f"warning: prune_target {self.params.prune_target} not reached: the floors (channel_floor "
                   f"{self.params.channel_floor:g}) and pinned channels stop at {self.plan.flops_kept:.3f} of the "
                   "dense FLOPs", file=sys.stderr, flush=True)
@@ -142,4 +161,6 @@ class ChannelPruning(Compression):
         # nothing is zero in a thin model: its sparsity is the share of the dense parameters gone
         stats.update(sparsity=1 - stats["params"] / self.dense_params, **self.plan.stats(),
                      flops_kept=count_flops(model) / self.dense_flops, config_sparsity=self.plan.achieved())
+        if self.fit:  # met or not is the latency measured, not the FLOPs it became
+            stats.update(self.fit.stats(), latency_search=[[round(f, 4), round(r, 4)] for f, r in self.fit.tried])
         return model, stats

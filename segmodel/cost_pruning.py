@@ -20,11 +20,16 @@ layer keeps at least `floor` of its channels, and at least 1. Pinned channels (o
 ties with unprunable channels) stay, and config_list only selects the layers, as in
 `channels.plan`. If the floors and pins stop it above the target, the plan says so
 (`reached`) with the FLOPs it got to.
+
+A latency target (`--prune_target latency:L`) is this ranking at the largest F whose thin
+model measures at most L of the dense model's latency (`fit_latency`: bisection on F, every
+candidate timed against the dense model; the ranking is the same, only its depth is measured).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import keras
 import numpy as np
@@ -198,3 +203,47 @@ def target_plan(model: keras.Model, config_list: list[dict], criterion: str, flo
     plan = assemble(keep, consumes, blockers, producers, criterion, [n for n in producers if n in chosen],
                     config_list=list(config_list), choices=choices)
     return TargetPlan(**vars(plan), flops_target=flops_target, dense_flops=dense, flops=int(round(widths.flops)))
+
+
+@dataclass
+class LatencyFit:
+    """What a latency target's search found: the FLOPs target it prunes to and that plan's
+    measured latency / the dense model's; `tried`: (F, ratio) of every candidate timed."""
+    latency_target: float
+    flops_target: float
+    ratio: float
+    tried: list = field(default_factory=list)
+
+    @property
+    def reached(self) -> bool:
+        return self.ratio <= self.latency_target
+
+    def stats(self) -> dict:
+        return {"latency_target": self.latency_target, "latency_kept": round(self.ratio, 4),
+                "prune_target_met": int(self.reached)}
+
+
+def fit_latency(plan_at: Callable[[float], TargetPlan], ratio_of: Callable[[TargetPlan], float],
+                latency_target: float, steps: int = 6) -> LatencyFit:
+    """The largest FLOPs target F whose plan's measured latency ratio is <= latency_target.
+
+    `plan_at(F)` is `target_plan` at F; `ratio_of(plan)` its thin model's latency / the dense
+    model's. The deepest plan the floors allow is timed first: if even it is too slow the
+    target is out of reach and that plan is the answer (`reached` False). Otherwise F is
+    bisected between its FLOPs and the dense model's, `steps` times (1/64 of that span by
+    default), keeping the largest F measured to meet the target."""
+    deepest = plan_at(1e-9)
+    fit = LatencyFit(latency_target, deepest.flops_kept, ratio_of(deepest))
+    fit.tried.append((fit.flops_target, fit.ratio))
+    if not fit.reached:
+        return fit
+    low, high = fit.flops_target, 1.0
+    for _ in range(steps):
+        middle = (low + high) / 2
+        ratio = ratio_of(plan_at(middle))
+        fit.tried.append((middle, ratio))
+        if ratio <= latency_target:
+            low, fit.flops_target, fit.ratio = middle, middle, ratio
+        else:
+            high = middle
+    return fit

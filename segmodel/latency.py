@@ -9,23 +9,60 @@ With `--min-speedup S` the trial's `default` becomes its objective scaled by how
 measured speedup falls short of S: `objective * min(1, speedup / S)` (MnasNet's soft
 constraint with exponent -1 below the target, 0 above it), so a single-objective NNI tuner
 maximizes accuracy under a speed budget.
+
+`--prune-target latency:L` prunes to a measured budget: `LatencyProbe` times candidate thin
+models (their speed does not depend on their weights) against the dense one the same way,
+and `cost_pruning.latency_plan` picks the largest FLOPs target whose model meets L.
 """
 from __future__ import annotations
 
+import numpy as np
+
 CALIBRATION_PATCHES = 64  # training patches int8 calibrates on (tiled up to deploy_size)
 ROUNDS = 15
+PROBE_ROUNDS = 7  # per candidate of a latency target's search
+
+
+def _converted(model, kinds, splits, side: int) -> dict:
+    """`model` as `export` converts it: TFLite of each kind at side px, batch 1."""
+    from .export import float32_model, representative_images
+    from .quantize import convert
+    images = lambda: representative_images(splits, CALIBRATION_PATCHES)  # noqa: E731
+    return convert(float32_model(_uncompiled(model)), kinds, images if "int8" in kinds else None, side=side)
+
+
+class LatencyProbe:
+    """Times models against the dense one, side by side, as the trial's final measurement does:
+    `ratio(model)` = its deploy_format file's latency / the dense float32 file's, both timed
+    in the same rounds. Built before training (the dense file's speed is its architecture's),
+    so a machine where the runner cannot time a file fails there, in one line."""
+
+    def __init__(self, dense, splits, side: int, deploy_format: str = "float32", rounds: int = PROBE_ROUNDS):
+        from .errors import ParamError
+        from .inference import TFLiteRunner
+        self.splits, self.side, self.format, self.rounds = splits, side, deploy_format, rounds
+        try:
+            self.dense = TFLiteRunner(_converted(dense, ["float32"], splits, side)["float32"].content)
+            self.dense.probabilities(np.zeros((1, side, side, 3), np.float32))
+        except Exception as e:  # noqa: BLE001 - any failure to convert or run means: cannot measure here
+            raise ParamError(f"prune_target latency: cannot time a TFLite model on this machine "
+                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+    def ratio(self, model) -> float:
+        from .inference import TFLiteRunner
+        from .tflite_speed import images_per_second
+        runner = TFLiteRunner(_converted(model, [self.format], self.splits, self.side)[self.format].content)
+        speed = images_per_second({"model": runner, "dense": self.dense}, 1, self.rounds)
+        return speed["dense"] / speed["model"]
 
 
 def measure(model, dense, splits, side: int, deploy_format: str = "float32", rounds: int = ROUNDS) -> dict:
     """Latency and speedup of `model` (float32 and int8 TFLite) against `dense` (float32)."""
-    from .export import float32_model, representative_images
     from .inference import TFLiteRunner
-    from .quantize import convert
     from .tflite_speed import images_per_second
 
-    images = lambda: representative_images(splits, CALIBRATION_PATCHES)  # noqa: E731
-    shipped = convert(float32_model(_uncompiled(model)), ["float32", "int8"], images, side=side)
-    reference = convert(float32_model(_uncompiled(dense)), ["float32"], side=side)
+    shipped = _converted(model, ["float32", "int8"], splits, side)
+    reference = _converted(dense, ["float32"], splits, side)
     runners = {"float32": TFLiteRunner(shipped["float32"].content),
                "int8": TFLiteRunner(shipped["int8"].content),
                "dense": TFLiteRunner(reference["float32"].content)}

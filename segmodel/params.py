@@ -66,8 +66,10 @@ class Params:
     prune_target: str = _p("", "channel mode: prune to a cost, not a uniform ratio: flops:F (0 < F < 1) = the thin "
                                "model keeps at most F of the dense model's FLOPs (multiply-adds of one forward "
                                "pass), reached by one global ranking of the channels of the layers config_list "
-                               "selects (their sparsity values are not used); empty = each layer's sparsity. "
-                               "Only flops: so far; docs/channels.md")
+                               "selects (their sparsity values are not used); latency:L = at most L of the dense "
+                               "float32 model's TFLite latency at deploy_size on this machine (deploy_format's "
+                               "file, measured: the largest flops:F that meets it); empty = each layer's "
+                               "sparsity. docs/channels.md")
     channel_floor: float = _p(0.1, "prune_target: every pruned layer keeps at least this fraction of its channels "
                                    "(and at least 1); channels that never fire on the calibration patches may go "
                                    "below it")
@@ -123,8 +125,15 @@ class Params:
 
     @property
     def flops_target(self) -> float | None:
-        """F of `--prune_target flops:F`, or None without a target."""
-        return parse_prune_target(self.prune_target)
+        """F of `--prune_target flops:F`, or None (no target, or a latency one)."""
+        kind, value = parse_prune_target(self.prune_target)
+        return value if kind == "flops" else None
+
+    @property
+    def latency_target(self) -> float | None:
+        """L of `--prune_target latency:L`, or None."""
+        kind, value = parse_prune_target(self.prune_target)
+        return value if kind == "latency" else None
 
     @property
     def config_list(self) -> list[dict]:
@@ -191,8 +200,10 @@ class Params:
         need(self.channel_round >= 1, f"channel_round must be >= 1, got {self.channel_round}")
         need(self.channel_round == 1 or self.prune_mode == "channel",
              f"channel_round needs prune_mode channel (weight pruning keeps every channel); got {self.prune_mode}")
-        need(not self.flops_target or self.prune_mode == "channel",
+        need(not self.prune_target or self.prune_mode == "channel",
              f"prune_target needs prune_mode channel (weight pruning removes no FLOPs); got {self.prune_mode}")
+        need(not (self.latency_target and not self.deploy_size),
+             "prune_target latency:L is measured at the deploy size: give --deploy-size too (e.g. 256)")
         for f in fields(self):
             choices = f.metadata.get("choices")
             v = getattr(self, f.name)
@@ -200,7 +211,7 @@ class Params:
         need(not (self.kd and self.schedule == "init" and not self.teacher),
              "kd needs a teacher: with schedule init there is no dense model, so give --teacher path/model.keras")
         config_list = self.config_list  # parses prune_config, raising ParamError if malformed
-        if self.flops_target:
+        if self.prune_target:
             selection_only(config_list)
         return self
 
@@ -217,21 +228,22 @@ class Params:
         return self
 
 
-def parse_prune_target(text: str) -> float | None:
-    """`flops:F` -> F (0 < F < 1); '' -> None; anything else a one-line ParamError."""
+PRUNE_TARGETS = ("flops", "latency")
+
+
+def parse_prune_target(text: str) -> tuple[str | None, float | None]:
+    """`flops:F` / `latency:L` -> (kind, fraction in (0, 1)); '' -> (None, None); anything
+    else a one-line ParamError."""
     if not text.strip():
-        return None
-    kind, colon, value = text.strip().partition(":")
-    if kind.strip() == "latency":
-        raise ParamError("prune_target latency: is not supported yet; give flops:F (keep at most F of the "
-                         "dense model's FLOPs)")
+        return None, None
+    kind, colon, value = (part.strip() for part in text.strip().partition(":"))
     try:
-        fraction = float(value) if kind.strip() == "flops" and colon else math.nan
+        fraction = float(value) if kind in PRUNE_TARGETS and colon else math.nan
     except ValueError:
         fraction = math.nan
     if not 0 < fraction < 1:
-        raise ParamError(f"prune_target must be flops:F with 0 < F < 1; got {text!r}")
-    return fraction
+        raise ParamError(f"prune_target must be flops:F or latency:L with 0 < F, L < 1; got {text!r}")
+    return kind, fraction
 
 
 def selection_only(config_list: list) -> None:

@@ -162,10 +162,15 @@ def test_activation_criterion_without_calibration_and_bad_targets():
 # ---- the trial: parameters, the prune point, metrics --------------------------------------
 
 @pytest.mark.parametrize("argv,expect", [
-    (["--prune-mode", "channel", "--prune-target", "latency:0.5"], "error: prune_target latency: is not supported yet"),
-    (["--prune-mode", "channel", "--prune-target", "flops:1.2"], "error: prune_target must be flops:F with 0 < F < 1"),
+    (["--prune-mode", "channel", "--prune-target", "latency:0.5"],
+     "error: prune_target latency:L is measured at the deploy size: give --deploy-size"),
+    (["--prune-mode", "channel", "--prune-target", "flops:1.2"],
+     "error: prune_target must be flops:F or latency:L with 0 < F, L < 1"),
+    (["--prune-mode", "channel", "--prune-target", "latency:0", "--deploy-size", "64"],
+     "error: prune_target must be flops:F or latency:L"),
     (["--prune-mode", "channel", "--prune-target", "flops"], "error: prune_target must be flops:F"),
     (["--prune-mode", "channel", "--prune-target", "params:0.5"], "error: prune_target must be flops:F"),
+    (["--prune-target", "latency:0.5", "--deploy-size", "64"], "error: prune_target needs prune_mode channel"),
     (["--prune-target", "flops:0.5"], "error: prune_target needs prune_mode channel"),
     (["--prune-mode", "channel", "--prune-target", "flops:0.5", "--sparsity", "0.5"],
      "error: give sparsity or prune_target, not both"),

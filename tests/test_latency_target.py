@@ -1,0 +1,97 @@
+"""Channel pruning to a measured latency (`--prune-target latency:L`): the search keeps the
+largest FLOPs target that meets the budget (checked against FLOPs as an exact cost), a trial
+reports what it measured and whether it met it, and a machine that cannot time is refused."""
+import json
+
+import keras
+import pytest
+
+from artifact_helpers import TRIAL_FLAGS, QuietReporter, tiny_dataset
+from channel_helpers import randomize
+from segmodel.cost_pruning import fit_latency, target_plan
+from segmodel.errors import ParamError
+from segmodel.model import multi_unet_model
+from segmodel.params import resolve
+
+ALL = [{"op_types": ["default"]}]
+
+
+@pytest.fixture(scope="module")
+def unet():
+    keras.utils.set_random_seed(0)
+    return randomize(multi_unet_model(0.1, 6, 32, 32, 3))
+
+
+@pytest.mark.parametrize("budget", [0.4, 0.75])
+def test_search_finds_the_largest_target_that_meets_the_budget(unet, budget):
+    """With the plan's FLOPs share as its 'latency', the answer is the flops:F plan at the
+    budget, to the bisection's resolution; every candidate it kept met the budget."""
+    plan_at = lambda f: target_plan(unet, ALL, "l1", f)  # noqa: E731
+    fit = fit_latency(plan_at, lambda plan: plan.flops_kept, budget)
+    deepest = fit.tried[0][0]
+    assert fit.reached and plan_at(fit.flops_target).flops_kept <= budget
+    assert budget - (1 - deepest) / 2 ** 6 <= fit.flops_target <= budget + 0.01
+    assert len(fit.tried) == 7 and all(ratio <= budget for f, ratio in fit.tried if f <= fit.flops_target)
+    assert fit.stats() == {"latency_target": budget, "latency_kept": round(fit.ratio, 4), "prune_target_met": 1}
+
+
+def test_search_out_of_reach_answers_the_deepest_plan(unet):
+    plan_at = lambda f: target_plan(unet, ALL, "l1", f, floor=0.5)  # noqa: E731
+    fit = fit_latency(plan_at, lambda plan: plan.flops_kept, 0.05)
+    assert not fit.reached and len(fit.tried) == 1
+    assert fit.flops_target == fit.ratio == plan_at(1e-9).flops_kept > 0.05
+    assert fit.stats()["prune_target_met"] == 0
+
+
+class Recorder(QuietReporter):
+    def final(self, value):
+        self.result = value
+
+
+def _params(tmp_path, **flags):
+    base = {k: v for k, v in TRIAL_FLAGS.items() if k != "sparsity"}
+    return resolve({**base, "architecture": "bn", "data_dir": str(tiny_dataset(tmp_path)), "prune_mode": "channel",
+                    "deploy_size": 32, **flags})
+
+
+def test_trial_with_a_latency_target_reports_what_it_measured(tmp_path, capsys):
+    from segmodel.flops import count_flops
+    from segmodel.train import run_trial
+    params = _params(tmp_path, prune_target="latency:0.6", schedule="init")
+    reporter = Recorder()
+    run_trial(params, reporter, tmp_path / "trial")
+    keras.mixed_precision.set_global_policy("float32")
+    saved = json.loads((tmp_path / "trial" / "metrics.json").read_text())
+    assert saved["latency_target"] == 0.6 and len(saved["latency_search"]) >= 1
+    # met or not is what the search measured for the plan it kept
+    assert saved["prune_target_met"] == int(saved["latency_kept"] <= 0.6)
+    assert [round(saved["flops_target"], 4), saved["latency_kept"]] in saved["latency_search"] \
+        or not saved["prune_target_met"]
+    model = keras.models.load_model(tmp_path / "trial" / "model.keras", compile=False)
+    assert saved["flops"] == count_flops(model) <= saved["flops_target"] * saved["dense_flops"] + 1
+    # NNI gets the numbers: the budget, what was measured, met or not; the search's list stays in metrics.json
+    assert {k: reporter.result[k] for k in ("latency_target", "latency_kept", "prune_target_met")} == \
+        {k: saved[k] for k in ("latency_target", "latency_kept", "prune_target_met")}
+    assert "latency_search" not in reporter.result and reporter.result["speedup"] > 0
+    assert "prune_target latency:0.6: flops:" in capsys.readouterr().err
+
+
+def test_a_machine_that_cannot_time_is_refused_before_training(tmp_path, monkeypatch):
+    """The probe times the dense model when the trial starts: a runner that fails there is a
+    one-line ParamError (exit 2), not a crash after training."""
+    import segmodel.inference
+    from segmodel import data as datasets
+    from segmodel.compression import Compression
+    from segmodel.model import build_model
+
+    class NoRuntime:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("no TFLite runtime\nsecond line")
+
+    params = _params(tmp_path, prune_target="latency:0.5")
+    splits = datasets.load(params)
+    monkeypatch.setattr(segmodel.inference, "TFLiteRunner", NoRuntime)
+    with pytest.raises(ParamError) as e:
+        Compression.for_trial(params, build_model(params, splits.n_classes), splits)
+    assert str(e.value) == ("prune_target latency: cannot time a TFLite model on this machine "
+                            "(RuntimeError: no TFLite runtime)")
