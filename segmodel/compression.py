@@ -123,7 +123,7 @@ class ChannelPruning(Compression):
             self.fit = cost_pruning.fit_latency(
                 lambda f: self._plan(model, criterion, calibration, target=f),
                 lambda plan: self.probe.ratio(channels.rebuild(model, plan)), self.params.latency_target)
-            self.flops_target = self.fit.flops_target
+            self.flops_target, self.probe = self.fit.flops_target, None  # its interpreters are not needed again
             print(f"prune_target {self.params.prune_target}: flops:{self.flops_target:.3f} measures "
                   f"{self.fit.ratio:.3f} of the dense latency ({len(self.fit.tried)} candidates timed)",
                   file=sys.stderr, flush=True)

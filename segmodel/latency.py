@@ -12,7 +12,7 @@ maximizes accuracy under a speed budget.
 
 `--prune-target latency:L` prunes to a measured budget: `LatencyProbe` times candidate thin
 models (their speed does not depend on their weights) against the dense one the same way,
-and `cost_pruning.latency_plan` picks the largest FLOPs target whose model meets L.
+and `cost_pruning.fit_latency` picks the largest FLOPs target whose model meets L.
 """
 from __future__ import annotations
 

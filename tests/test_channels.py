@@ -402,7 +402,8 @@ def test_every_point_of_the_compress_search_space_is_a_valid_trial():
     for values in itertools.product(*choices.values()):
         for lr in space["learning_rate"]["_value"]:
             p = resolve(flags, {**dict(zip(choices, values)), "learning_rate": lr})
-            assert p.prune_mode == "channel" and 0 < p.flops_target < 1 and p.channel_round in (1, 8)
+            assert p.prune_mode == "channel" and 0 < p.latency_target < 1 and p.channel_round in (1, 8)
+            assert p.deploy_size == 256 and p.schedule == "init"
 
 
 def test_fpgm_matches_the_pairwise_definition():
