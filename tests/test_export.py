@@ -100,7 +100,7 @@ def test_int8_model_has_int8_input_and_float_softmax_head(exported):
 
 def test_fixed_batch_file_answers_any_batch_and_xnnpack_agrees_with_builtin(exported):
     """A batch-1 file is fed in chunks: 3 images at once give what 3 single calls give; and
-    XNNPACK's int8 kernels agree with TFLite's own kernels on the classes."""
+    XNNPACK's int8 kernels agree with TFLite's own kernels."""
     from segmodel.inference import TFLiteRunner
     path = exported / "model_int8.tflite"
     x = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
@@ -109,7 +109,13 @@ def test_fixed_batch_file_answers_any_batch_and_xnnpack_agrees_with_builtin(expo
     together = fast.probabilities(x)
     np.testing.assert_array_equal(together, np.concatenate([fast.probabilities(x[i:i + 1]) for i in range(3)]))
     assert fast.delegation["runtime"] == "xnnpack" and plain.delegation["runtime"] == "builtin"
-    assert (fast(x) == plain(x)).mean() > 0.99
+    # The two kernels round int8 differently by a step or so: probabilities agree within 0.02,
+    # and a class differs only where the reference's two best classes are that close.
+    p_fast, p_plain = fast.probabilities(x), plain.probabilities(x)
+    assert np.abs(p_fast - p_plain).max() < 0.02
+    top2 = np.sort(p_plain, -1)[..., -2:]
+    differ = p_fast.argmax(-1) != p_plain.argmax(-1)
+    assert differ.mean() < 0.05 and (top2[..., 1] - top2[..., 0])[differ].max(initial=0) < 0.04
 
 
 def test_predict_runs_the_int8_file_on_xnnpack(exported, tmp_path, capsys):
