@@ -151,6 +151,7 @@ FLOPs (--prune-target, per-layer floors of 0.1; -floor50: of one half); -apoz ra
 recovery: -agp masks channels gradually through fine-tuning, -kd distils from the trial's
 dense model; every fine-tuning rewinds the learning rate (cosine from --learning-rate).
 init trains the thin model from scratch on the dense schedule; w40: per-level widths 8/16/40/80/152;
+-d0: dropout 0 (dense-d0 is its dense trial: --reference dense-d0);
 weight-80 is the weight-pruning default.""",
     variants={"dense": "--sparsity 0 --schedule oneshot",
               "l1-30": f"{CHANNEL} --sparsity 0.3 --channel-criterion l1",
@@ -167,9 +168,13 @@ weight-80 is the weight-pruning default.""",
               "flops-35-floor50": f"{CHANNEL} --prune-target {TARGET} --channel-criterion l1 --channel-floor 0.5",
               "flops-35-agp": f"--prune-mode channel --schedule agp --prune-target {TARGET} --channel-criterion l1",
               "weight-80": "--prune-mode weight --sparsity 0.8 --schedule oneshot",
-              # the best trial of configs/compress.yml (run u103obtk, 13 trials, docs/compress.md)
-              "compress-best": "--prune-mode channel --schedule init --prune-target flops:0.2 --channel-floor 0.25 "
-                               "--channel-criterion mean_activation --learning-rate 0.00577"},
+              "l1-50-init-d0": "--prune-mode channel --schedule init --sparsity 0.5 --channel-criterion l1 "
+                               "--dropout-rate 0",
+              "dense-d0": "--sparsity 0 --schedule oneshot --dropout-rate 0",
+              # the best trial of configs/compress.yml (run povlsz8c, docs/compress.md): its latency:0.45
+              # search ended at flops:0.1865 on that machine; the FLOPs target makes the same widths anywhere
+              "compress-best": "--prune-mode channel --schedule init --prune-target flops:0.1865 --channel-floor 0.4 "
+                               "--channel-criterion mean_activation --learning-rate 0.0015"},
     default=("dense", "l1-30", "l1-50", "l1-30-agp", "l1-50-agp", "l1-50-kd", "l1-30-init", "l1-50-init", "w40-init",
              "flops-35", "flops-35-floor50", "flops-35-agp"),
     # the quality preset's converged budget (24 validation images, 12 + 8 epochs at lr 2e-3)
