@@ -35,10 +35,10 @@ stop:
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nnictl stop --port $(PORT)
 
 test: setup
-	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=10 tests
+	$(BIN)/python -m pytest -q --durations=10 tests
 
 test-no-bf16: setup   # the same suite as on a CPU without bf16 (precision auto = float32)
-	scripts/without-bf16 $(BIN)/python -m pytest -q -n auto --dist loadfile --durations=10 tests
+	scripts/without-bf16 $(BIN)/python -m pytest -q --durations=10 tests
 
 bench: setup
 	$(BIN)/python -m benchmarks
