@@ -140,14 +140,16 @@ class ChannelPruning(Compression):
         return self._agp(self.masker, steps_per_epoch) if self.masker else []
 
     def _say_if_short(self) -> None:
-        if self.fit and not self.fit.reached:
+        if self.fit:  # a latency target: what stops it is measured
+            short = not self.fit.reached
+            where = (f"{self.fit.ratio:.3f} of the dense latency ({self.params.deploy_format}, "
+                     f"{self.params.deploy_size} px)")
+        else:
+            short = bool(self.params.flops_target) and not self.plan.reached
+            where = f"{self.plan.flops_kept:.3f} of the dense FLOPs" if short else ""
+        if short:
             print(f"warning: prune_target {self.params.prune_target} not reached: the floors (channel_floor "
-                  f"{self.params.channel_floor:g}) and pinned channels stop at {self.fit.ratio:.3f} of the dense "
-                  f"latency ({self.params.deploy_format}, {self.params.deploy_size} px)", file=sys.stderr, flush=True)
-        elif self.params.flops_target and not self.plan.reached:
-            print(f"warning: prune_target {self.params.prune_target} not reached: the floors (channel_floor "
-                  f"{self.params.channel_floor:g}) and pinned channels stop at {self.plan.flops_kept:.3f} of the "
-                  "dense FLOPs", file=sys.stderr, flush=True)
+                  f"{self.params.channel_floor:g}) and pinned channels stop at {where}", file=sys.stderr, flush=True)
 
     def finish(self, model: keras.Model) -> tuple[keras.Model, dict]:
         if self.masker:
