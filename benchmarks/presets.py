@@ -137,6 +137,9 @@ CHANNEL = "--prune-mode channel --schedule oneshot"
 W40 = json.dumps([{"op_names_re": ["down[12]_", "up[34]_"], "sparsity": 0.5},
                   {"op_names_re": ["down[34]_", "up[12]_"], "sparsity": 0.375},
                   {"op_names_re": ["bottleneck_"], "sparsity": 0.40625}])
+# uniform 50 % at levels 1-4, the bottleneck whole (8/16/32/64/256): it holds a third of the weights
+# and 2 % of the float32 time (`python -m benchmarks widths`)
+HALF_B256 = json.dumps([{"op_names_re": ["down[1234]_", "up[1234]_"], "sparsity": 0.5}])
 CHANNELS = Preset(
     doc="""Dense vs channel-pruned models at the converged budget: IoU, params, FLOPs, dead channels, paired by seed.
 
@@ -151,7 +154,7 @@ FLOPs (--prune-target, per-layer floors of 0.1; -floor50: of one half); -apoz ra
 recovery: -agp masks channels gradually through fine-tuning, -kd distils from the trial's
 dense model; every fine-tuning rewinds the learning rate (cosine from --learning-rate).
 init trains the thin model from scratch on the dense schedule; w40: per-level widths 8/16/40/80/152;
--d0: dropout 0 (dense-d0 is its dense trial: --reference dense-d0);
+-d0: dropout 0 (dense-d0 is its dense trial: --reference dense-d0); -b256: the bottleneck kept whole;
 weight-80 is the weight-pruning default.""",
     variants={"dense": "--sparsity 0 --schedule oneshot",
               "l1-30": f"{CHANNEL} --sparsity 0.3 --channel-criterion l1",
@@ -171,6 +174,8 @@ weight-80 is the weight-pruning default.""",
               "l1-50-init-d0": "--prune-mode channel --schedule init --sparsity 0.5 --channel-criterion l1 "
                                "--dropout-rate 0",
               "dense-d0": "--sparsity 0 --schedule oneshot --dropout-rate 0",
+              "l1-50-b256-init-d0": f"--prune-mode channel --schedule init --prune-config '{HALF_B256}' "
+                                    "--channel-criterion l1 --dropout-rate 0",
               # the best trial of configs/compress.yml (run povlsz8c, docs/compress.md): its latency:0.45
               # search ended at flops:0.1865 on that machine; the FLOPs target makes the same widths anywhere
               "compress-best": "--prune-mode channel --schedule init --prune-target flops:0.1865 --channel-floor 0.4 "
