@@ -143,6 +143,9 @@ HALF_B256 = json.dumps([{"op_names_re": ["down[1234]_", "up[1234]_"], "sparsity"
 # uniform 50 % at levels 2-5, level 1 whole (16/16/32/64/128): every thin shape with 8 channels at
 # full resolution trained to 0.877-0.884 (seed 0); int8 4.0x dense float32 on the AMD EPYC
 HALF_W16 = json.dumps([{"op_names_re": ["down[234]_", "up[123]_", "bottleneck_"], "sparsity": 0.5}])
+# half of level 1 whole: its encoder (down1_*, the skip) or its decoder (up4_*, what the head sees)
+HALF_ENC16 = json.dumps([{"op_names_re": ["down[234]_", "up[1234]_", "bottleneck_"], "sparsity": 0.5}])
+HALF_DEC16 = json.dumps([{"op_names_re": ["down[1234]_", "up[123]_", "bottleneck_"], "sparsity": 0.5}])
 CHANNELS = Preset(
     doc="""Dense vs channel-pruned models at the converged budget: IoU, params, FLOPs, dead channels, paired by seed.
 
@@ -158,7 +161,7 @@ recovery: -agp masks channels gradually through fine-tuning, -kd distils from th
 dense model; every fine-tuning rewinds the learning rate (cosine from --learning-rate).
 init trains the thin model from scratch on the dense schedule; w40: per-level widths 8/16/40/80/152;
 -d0: dropout 0 (dense-d0 is its dense trial: --reference dense-d0); -b256: the bottleneck kept whole;
--w16: level 1 kept whole (16 channels at full resolution);
+-w16: level 1 kept whole (16 channels at full resolution); -enc16 / -dec16: only its encoder / decoder half;
 weight-80 is the weight-pruning default.""",
     variants={"dense": "--sparsity 0 --schedule oneshot",
               "l1-30": f"{CHANNEL} --sparsity 0.3 --channel-criterion l1",
@@ -182,6 +185,10 @@ weight-80 is the weight-pruning default.""",
                                     "--channel-criterion l1 --dropout-rate 0",
               "l1-50-w16-init-d0": f"--prune-mode channel --schedule init --prune-config '{HALF_W16}' "
                                    "--channel-criterion l1 --dropout-rate 0",
+              "l1-50-enc16-init-d0": f"--prune-mode channel --schedule init --prune-config '{HALF_ENC16}' "
+                                     "--channel-criterion l1 --dropout-rate 0",
+              "l1-50-dec16-init-d0": f"--prune-mode channel --schedule init --prune-config '{HALF_DEC16}' "
+                                     "--channel-criterion l1 --dropout-rate 0",
               # the best trial of configs/compress.yml (run povlsz8c, docs/compress.md): its latency:0.45
               # search ended at flops:0.1865 on that machine; the FLOPs target makes the same widths anywhere
               "compress-best": "--prune-mode channel --schedule init --prune-target flops:0.1865 --channel-floor 0.4 "
