@@ -137,15 +137,23 @@ CHANNEL = "--prune-mode channel --schedule oneshot"
 W40 = json.dumps([{"op_names_re": ["down[12]_", "up[34]_"], "sparsity": 0.5},
                   {"op_names_re": ["down[34]_", "up[12]_"], "sparsity": 0.375},
                   {"op_names_re": ["bottleneck_"], "sparsity": 0.40625}])
-# uniform 50 % at levels 1-4, the bottleneck whole (8/16/32/64/256): it holds a third of the weights
-# and 2 % of the float32 time (`python -m benchmarks widths`)
-HALF_B256 = json.dumps([{"op_names_re": ["down[1234]_", "up[1234]_"], "sparsity": 0.5}])
-# uniform 50 % at levels 2-5, level 1 whole (16/16/32/64/128): every thin shape with 8 channels at
-# full resolution trained to 0.877-0.884 (seed 0); int8 4.0x dense float32 on the AMD EPYC
-HALF_W16 = json.dumps([{"op_names_re": ["down[234]_", "up[123]_", "bottleneck_"], "sparsity": 0.5}])
-# half of level 1 whole: its encoder (down1_*, the skip) or its decoder (up4_*, what the head sees)
-HALF_ENC16 = json.dumps([{"op_names_re": ["down[234]_", "up[1234]_", "bottleneck_"], "sparsity": 0.5}])
-HALF_DEC16 = json.dumps([{"op_names_re": ["down[1234]_", "up[123]_", "bottleneck_"], "sparsity": 0.5}])
+# the -init-d0 rows: trained from scratch (the dense schedule) without dropout
+INIT_D0 = "--prune-mode channel --schedule init --channel-criterion l1 --dropout-rate 0"
+
+
+def half_of(*layers_re: str) -> str:
+    """--prune-config: these layers (op_names_re) lose half their channels, the rest stay whole."""
+    return json.dumps([{"op_names_re": list(layers_re), "sparsity": 0.5}])
+
+
+# -b256: the bottleneck whole (8/16/32/64/256): it holds a third of the weights and 2 % of the
+# float32 time (`python -m benchmarks widths`); -w16: level 1 whole (16/16/32/64/128): every thin
+# shape with 8 channels at full resolution trained to 0.877-0.884 (seed 0); -enc16 / -dec16: only
+# level 1's encoder (down1_*, the skip) or its decoder (up4_*, what the head sees) whole
+HALF_KEEPING = {"b256": half_of("down[1234]_", "up[1234]_"),
+                "w16": half_of("down[234]_", "up[123]_", "bottleneck_"),
+                "enc16": half_of("down[234]_", "up[1234]_", "bottleneck_"),
+                "dec16": half_of("down[1234]_", "up[123]_", "bottleneck_")}
 CHANNELS = Preset(
     doc="""Dense vs channel-pruned models at the converged budget: IoU, params, FLOPs, dead channels, paired by seed.
 
@@ -178,17 +186,9 @@ weight-80 is the weight-pruning default.""",
               "flops-35-floor50": f"{CHANNEL} --prune-target {TARGET} --channel-criterion l1 --channel-floor 0.5",
               "flops-35-agp": f"--prune-mode channel --schedule agp --prune-target {TARGET} --channel-criterion l1",
               "weight-80": "--prune-mode weight --sparsity 0.8 --schedule oneshot",
-              "l1-50-init-d0": "--prune-mode channel --schedule init --sparsity 0.5 --channel-criterion l1 "
-                               "--dropout-rate 0",
+              "l1-50-init-d0": f"{INIT_D0} --sparsity 0.5",
               "dense-d0": "--sparsity 0 --schedule oneshot --dropout-rate 0",
-              "l1-50-b256-init-d0": f"--prune-mode channel --schedule init --prune-config '{HALF_B256}' "
-                                    "--channel-criterion l1 --dropout-rate 0",
-              "l1-50-w16-init-d0": f"--prune-mode channel --schedule init --prune-config '{HALF_W16}' "
-                                   "--channel-criterion l1 --dropout-rate 0",
-              "l1-50-enc16-init-d0": f"--prune-mode channel --schedule init --prune-config '{HALF_ENC16}' "
-                                     "--channel-criterion l1 --dropout-rate 0",
-              "l1-50-dec16-init-d0": f"--prune-mode channel --schedule init --prune-config '{HALF_DEC16}' "
-                                     "--channel-criterion l1 --dropout-rate 0",
+              **{f"l1-50-{row}-init-d0": f"{INIT_D0} --prune-config '{config}'" for row, config in HALF_KEEPING.items()},
               # the best trial of configs/compress.yml (run povlsz8c, docs/compress.md): its latency:0.45
               # search ended at flops:0.1865 on that machine; the FLOPs target makes the same widths anywhere
               "compress-best": "--prune-mode channel --schedule init --prune-target flops:0.1865 --channel-floor 0.4 "
