@@ -397,13 +397,15 @@ def test_every_point_of_the_compress_search_space_is_a_valid_trial():
     space = json.loads((root / "configs" / "compress_search_space.json").read_text())
     command = yaml.safe_load((root / "configs" / "compress.yml").read_text())["trialCommand"]
     flags = parse_flags(shlex.split(command)[2:])
-    choices = {k: v["_value"] for k, v in space.items() if v["_type"] == "choice"}
-    assert set(space) - set(choices) == {"learning_rate"}
+    assert {v["_type"] for v in space.values()} == {"choice"}
+    choices = {k: v["_value"] for k, v in space.items()}
+    plans = set()
     for values in itertools.product(*choices.values()):
-        for lr in space["learning_rate"]["_value"]:
-            p = resolve(flags, {**dict(zip(choices, values)), "learning_rate": lr})
-            assert p.prune_mode == "channel" and 0 < p.latency_target < 1 and p.channel_round in (1, 8)
-            assert p.deploy_size == 256 and p.schedule == "init"
+        p = resolve(flags, dict(zip(choices, values)))
+        assert p.prune_mode == "channel" and 0 < p.latency_target < 1 and p.channel_round == 8
+        assert p.deploy_size == 256 and p.schedule == "init" and p.dropout_rate == 0
+        plans.add((p.channel_floor, json.dumps(p.config_list)))
+    assert len(plans) == len(choices["channel_floor"]) * len(choices["prune_config"])
 
 
 def test_fpgm_matches_the_pairwise_definition():
