@@ -408,6 +408,28 @@ def test_every_point_of_the_compress_search_space_is_a_valid_trial():
     assert len(plans) == len(choices["channel_floor"]) * len(choices["prune_config"])
 
 
+def test_the_compress_space_holds_uniform_half_and_level_1s_encoder_kept():
+    """At floor 0.5 the tightest plan of each prune_config choice is a shape measured on five seeds:
+    uniform 50 % (benchmarks' l1-50-init-d0) and level 1's encoder kept whole (l1-50-enc16-init-d0)."""
+    import json
+    from pathlib import Path
+
+    from benchmarks.presets import HALF_KEEPING
+    from segmodel.cost_pruning import target_plan
+    from segmodel.model import build_model
+    from segmodel.params import Params
+    space = json.loads((Path(__file__).resolve().parents[1] / "configs" / "compress_search_space.json").read_text())
+    model = build_model(Params(patch_size=32), 6)
+    every_layer, encoder_kept = space["prune_config"]["_value"]
+    assert 0.5 in space["channel_floor"]["_value"]
+    for config, preset in ((every_layer, [{"sparsity": 0.5, "op_types": ["default"]}]),
+                           (encoder_kept, json.loads(HALF_KEEPING["enc16"]))):
+        tightest = target_plan(model, config, "l1", 1e-9, 0.5, round_to=8)
+        widths = {name: len(kept) for name, kept in tightest.keep.items()}
+        assert widths == {name: len(kept) for name, kept in plan(model, preset, "l1").keep.items()}
+    assert widths["down1_conv2"] == 16 and widths["up4_conv2"] == 8
+
+
 def test_fpgm_matches_the_pairwise_definition():
     filters = np.random.default_rng(3).normal(size=(7, 12))
     pairwise = np.sqrt(((filters[:, None] - filters[None]) ** 2).sum(-1)).sum(1)
