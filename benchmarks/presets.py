@@ -139,6 +139,9 @@ W40 = json.dumps([{"op_names_re": ["down[12]_", "up[34]_"], "sparsity": 0.5},
                   {"op_names_re": ["bottleneck_"], "sparsity": 0.40625}])
 # the -init-d0 rows: trained from scratch (the dense schedule) without dropout
 INIT_D0 = "--prune-mode channel --schedule init --channel-criterion l1 --dropout-rate 0"
+# configs/compress.yml's trial flags and the layers of its "level 1's encoder kept" choice
+COMPRESS_D0 = (f"{INIT_D0} --channel-round 8 --channel-floor 0.4 --prune-config "
+               f"'{json.dumps([{'op_types': ['default']}, {'exclude': True, 'op_names_re': ['down1_']}])}'")
 
 
 def half_of(*layers_re: str) -> str:
@@ -170,6 +173,7 @@ dense model; every fine-tuning rewinds the learning rate (cosine from --learning
 init trains the thin model from scratch on the dense schedule; w40: per-level widths 8/16/40/80/152;
 -d0: dropout 0 (dense-d0 is its dense trial: --reference dense-d0); -b256: the bottleneck kept whole;
 -w16: level 1 kept whole (16 channels at full resolution); -enc16 / -dec16: only its encoder / decoder half;
+compress-best / compress-d0-*: what configs/compress.yml found (before / since its dropout-0 space);
 weight-80 is the weight-pruning default.""",
     variants={"dense": "--sparsity 0 --schedule oneshot",
               "l1-30": f"{CHANNEL} --sparsity 0.3 --channel-criterion l1",
@@ -192,7 +196,12 @@ weight-80 is the weight-pruning default.""",
               # the best trial of configs/compress.yml (run povlsz8c, docs/compress.md): its latency:0.45
               # search ended at flops:0.1865 on that machine; the FLOPs target makes the same widths anywhere
               "compress-best": "--prune-mode channel --schedule init --prune-target flops:0.1865 --channel-floor 0.4 "
-                               "--channel-criterion mean_activation --learning-rate 0.0015"},
+                               "--channel-criterion mean_activation --learning-rate 0.0015",
+              # configs/compress.yml at dropout 0 (run q7d3ugy8, docs/compress.md): its best trial (level 1's
+              # encoder kept, the rest at the 0.4 floor, the bisection adding bottleneck_conv2 channels:
+              # latency:0.5 -> flops:0.2489) and its fastest within half a point (the floors alone)
+              "compress-d0-best": f"{COMPRESS_D0} --prune-target flops:0.2489",
+              "compress-d0-floor40": f"{COMPRESS_D0} --prune-target flops:0.237"},
     default=("dense", "l1-30", "l1-50", "l1-30-agp", "l1-50-agp", "l1-50-kd", "l1-30-init", "l1-50-init", "w40-init",
              "flops-35", "flops-35-floor50", "flops-35-agp"),
     # the quality preset's converged budget (24 validation images, 12 + 8 epochs at lr 2e-3)
