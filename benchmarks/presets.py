@@ -139,7 +139,7 @@ W40 = json.dumps([{"op_names_re": ["down[12]_", "up[34]_"], "sparsity": 0.5},
                   {"op_names_re": ["bottleneck_"], "sparsity": 0.40625}])
 # the -init-d0 rows: trained from scratch (the dense schedule) without dropout
 INIT_D0 = "--prune-mode channel --schedule init --channel-criterion l1 --dropout-rate 0"
-# configs/compress.yml's trial flags and the layers of its "level 1's encoder kept" choice
+# configs/compress.yml's rounding, its best trials' floor and its "level 1's encoder kept" layers
 COMPRESS_D0 = (f"{INIT_D0} --channel-round 8 --channel-floor 0.4 --prune-config "
                f"'{json.dumps([{'op_types': ['default']}, {'exclude': True, 'op_names_re': ['down1_']}])}'")
 
