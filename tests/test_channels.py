@@ -1,5 +1,8 @@
 """Channel pruning: dependency-aware plans, the thin rebuild equal to the masked model,
 NNI's criteria and config_list semantics, the errors, and FLOPs counted from layers."""
+import json
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ from segmodel.model import multi_unet_model
 from channel_helpers import assert_equal_outputs, branchy_model, kill, outputs, randomize
 
 HALF = [{"sparsity": 0.5, "op_types": ["default"]}]
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 X16 = np.random.default_rng(1).random((2, 16, 16, 3), dtype=np.float32)
@@ -318,7 +322,6 @@ def channel_trial(tmp_path_factory):
 
 
 def test_channel_trial_saves_and_reports_the_thin_model(channel_trial):
-    import json
     out, final = channel_trial
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["prune_mode"] == "channel" and metrics["channel_criterion"] == "apoz" and metrics["kd"] == 1
@@ -356,7 +359,6 @@ def test_channel_mode_with_schedule_init_trains_the_thin_model(tmp_path):
 
 
 def test_thin_model_exports_to_tflite_float_and_int8(channel_trial, tmp_path):
-    import json
 
     from segmodel.__main__ import main
     out, _ = channel_trial
@@ -386,16 +388,13 @@ def test_report_pareto_plot_can_put_flops_on_the_x_axis(tmp_path, capsys):
 
 def test_every_point_of_the_compress_search_space_is_a_valid_trial():
     import itertools
-    import json
     import shlex
-    from pathlib import Path
 
     import yaml
 
     from segmodel.params import parse_flags, resolve
-    root = Path(__file__).resolve().parents[1]
-    space = json.loads((root / "configs" / "compress_search_space.json").read_text())
-    command = yaml.safe_load((root / "configs" / "compress.yml").read_text())["trialCommand"]
+    space = json.loads((CONFIGS / "compress_search_space.json").read_text())
+    command = yaml.safe_load((CONFIGS / "compress.yml").read_text())["trialCommand"]
     flags = parse_flags(shlex.split(command)[2:])
     assert {v["_type"] for v in space.values()} == {"choice"}
     choices = {k: v["_value"] for k, v in space.items()}
@@ -411,18 +410,15 @@ def test_every_point_of_the_compress_search_space_is_a_valid_trial():
 def test_the_compress_space_holds_uniform_half_and_level_1s_encoder_kept():
     """At floor 0.5 the tightest plan of each prune_config choice is a shape measured on five seeds:
     uniform 50 % (benchmarks' l1-50-init-d0) and level 1's encoder kept whole (l1-50-enc16-init-d0)."""
-    import json
-    from pathlib import Path
-
     from benchmarks.presets import HALF_KEEPING
     from segmodel.cost_pruning import target_plan
     from segmodel.model import build_model
     from segmodel.params import Params
-    space = json.loads((Path(__file__).resolve().parents[1] / "configs" / "compress_search_space.json").read_text())
+    space = json.loads((CONFIGS / "compress_search_space.json").read_text())
     model = build_model(Params(patch_size=32), 6)
     every_layer, encoder_kept = space["prune_config"]["_value"]
     assert 0.5 in space["channel_floor"]["_value"]
-    for config, preset in ((every_layer, [{"sparsity": 0.5, "op_types": ["default"]}]),
+    for config, preset in ((every_layer, HALF),
                            (encoder_kept, json.loads(HALF_KEEPING["enc16"]))):
         tightest = target_plan(model, config, "l1", 1e-9, 0.5, round_to=8)
         widths = {name: len(kept) for name, kept in tightest.keep.items()}
