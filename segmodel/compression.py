@@ -134,6 +134,7 @@ class ChannelPruning(Compression):
             return model
         self.plan = self._plan(model, criterion, calibration)
         self._say_if_short()
+        self._say_if_unrounded()
         return channels.rebuild(model, self.plan)
 
     def finetune_callbacks(self, steps_per_epoch: int) -> list:
@@ -151,6 +152,19 @@ class ChannelPruning(Compression):
             print(f"warning: prune_target {self.params.prune_target} not reached: the floors (channel_floor "
                   f"{self.params.channel_floor:g}) and pinned channels stop at {where}", file=sys.stderr, flush=True)
 
+    def _say_if_unrounded(self) -> None:
+        """channel_round gives way to the floors (and to a layer left with fewer channels than
+        it): the layers that keep another count are said, not silently changed."""
+        n = self.params.channel_round
+        odd = {name: len(kept) for name, kept in self.plan.keep.items()
+               if name in self.plan.targets and len(kept) < self.plan.channels[name] and len(kept) % n}
+        if n > 1 and odd:
+            listed = ", ".join(f"{name} {count}" for name, count in list(odd.items())[:4])
+            print(f"warning: channel_round {n} not met in {len(odd)} layer(s) ({listed}"
+                  f"{f' and {len(odd) - 4} more' if len(odd) > 4 else ''}): the floors (channel_floor "
+                  f"{self.params.channel_floor:g}) or fewer than {n} channels left keep these counts",
+                  file=sys.stderr, flush=True)
+
     def finish(self, model: keras.Model) -> tuple[keras.Model, dict]:
         if self.masker:
             model, self.plan = self.masker.thin(), self.masker.plan
@@ -159,6 +173,7 @@ class ChannelPruning(Compression):
                       "longer than fine-tuning): the model is pruned that far", file=sys.stderr, flush=True)
             else:
                 self._say_if_short()
+            self._say_if_unrounded()
         stats = sparsity_stats(model, [])
         # nothing is zero in a thin model: its sparsity is the share of the dense parameters gone
         stats.update(sparsity=1 - stats["params"] / self.dense_params, **self.plan.stats(),

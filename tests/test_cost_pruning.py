@@ -214,6 +214,32 @@ def test_compression_warns_in_one_line_when_the_floors_stop_it(capsys):
     assert stats["config_sparsity"] == [{"asked": None, "achieved": stats["channel_sparsity"]}]
 
 
+@pytest.mark.parametrize("floor, unrounded", [("0.4", True), ("0.5", False)])
+def test_channel_round_the_floors_refuse_is_said(capsys, floor, unrounded):
+    """At floor 0.4 the U-Net's layers stop at 7/13/26/52/103 channels, none a multiple of 8:
+    the trial says so in one line; at 0.5 (8/16/32/64/128) rounding holds and nothing is said."""
+    from segmodel.compression import Compression
+    from segmodel.params import resolve
+    params = resolve({"prune_mode": "channel", "prune_target": "flops:0.05", "channel_floor": floor,
+                      "channel_round": "8", "calibration_patches": "0", "patch_size": "32"})
+    keras.utils.set_random_seed(0)
+    model = multi_unet_model(0.1, 6, 32, 32, 3)
+    compression = Compression.for_trial(params, model)
+    capsys.readouterr()
+    thin = compression.prune(model)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("warning: prune_target flops:0.05 not reached")
+    widths = {thin.get_layer(f"{name}_conv1").filters for name in ("down1", "down2", "down3", "down4")}
+    assert (widths == {7, 13, 26, 52}) == unrounded and (widths == {8, 16, 32, 64}) != unrounded
+    if unrounded:
+        assert lines[1:] == [f"warning: channel_round 8 not met in {len(compression.plan.targets) - 1} layer(s) "
+                             "(down1_conv1 7, down1_conv2 7, down2_conv1 13, down2_conv2 13 and "
+                             f"{len(compression.plan.targets) - 5} more): the floors (channel_floor 0.4) or "
+                             "fewer than 8 channels left keep these counts"]
+    else:
+        assert lines[1:] == []
+
+
 def test_trial_with_a_flops_target_reports_what_it_kept(tmp_path):
     import json
 
