@@ -100,6 +100,7 @@ def train(out: Path, budget: dict, seed: int) -> dict[str, Path]:
 def run(out: Path, budget: dict, seed: int, models: dict | None, threads: int | None) -> dict:
     import keras
 
+    from segmodel import amx
     from segmodel import data as datasets
     from segmodel.export import evaluate_file, float32_model, representative_images
     from segmodel.params import resolve
@@ -107,6 +108,7 @@ def run(out: Path, budget: dict, seed: int, models: dict | None, threads: int | 
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     paths = models or train(out, budget, seed)
+    amx.refuse()  # after the trials (bf16 training wants AMX), before the first interpreter
     keras.mixed_precision.set_global_policy("float32")
     splits = datasets.load(resolve({**budget["trial"], "seed": seed}))
     _log(f"{splits.n_val} validation patches of {splits.patch_size}px")
@@ -201,7 +203,8 @@ def _machine(threads) -> dict:
     from segmodel.inference import tflite_interpreter_class
     from segmodel.runtime import available_cores as _cores
     from segmodel.runtime import cpu_name
-    return {"cpu": cpu_name(), "cores": _cores(), "tflite_threads": threads or _cores(),
+    from segmodel import amx
+    return {"cpu": cpu_name(), "amx": amx.refuse(), "cores": _cores(), "tflite_threads": threads or _cores(),
             "tflite_runtime": tflite_interpreter_class().__module__, "tensorflow": tf.__version__,
             "python": platform.python_version(), "load_avg_1m": round(os.getloadavg()[0], 2)}
 

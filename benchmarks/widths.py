@@ -69,6 +69,7 @@ def run(rows: dict, side: int, batches, rounds: int, threads) -> dict:
     import keras
     import numpy as np
 
+    from segmodel import amx
     from segmodel.flops import count_flops
     from segmodel.inference import TFLiteRunner
     from segmodel.model import multi_unet_model
@@ -76,6 +77,7 @@ def run(rows: dict, side: int, batches, rounds: int, threads) -> dict:
     from segmodel.runtime import available_cores, cpu_name
     from segmodel.tflite_speed import images_per_second
 
+    amx_state = amx.refuse()  # before the first interpreter (segmodel/amx.py)
     keras.mixed_precision.set_global_policy("float32")
     rng = np.random.default_rng(0)
     calibration = [rng.random((64, 64, 3), dtype=np.float32) for _ in range(4)]
@@ -92,7 +94,7 @@ def run(rows: dict, side: int, batches, rounds: int, threads) -> dict:
             found[name]["img_s"][f"{kind} b{batch}"] = ips
             found[name].setdefault("runtime", {})[f"{kind} b{batch}"] = runners[(name, kind)].delegation["runtime"]
     return {"side": side, "batches": list(batches), "rounds": rounds, "rows": found,
-            "machine": {"cpu": cpu_name(), "cores": available_cores(), "tflite_threads": threads or available_cores(),
+            "machine": {"cpu": cpu_name(), "amx": amx_state, "cores": available_cores(), "tflite_threads": threads or available_cores(),
                         "load_avg_1m": round(os.getloadavg()[0], 2)}}
 
 

@@ -34,6 +34,7 @@ from . import experiments
 from .cli import add_command, default_out
 from .errors import DataError, SegmodelError
 from .files import gzip_size, raw_size
+from . import amx
 from .inference import TFLiteRunner, load_runner
 from .quantize import INT8_OUTPUTS, ConversionError, convert, short_name
 from .tflite_speed import runtime_fields
@@ -76,6 +77,7 @@ def main(args: argparse.Namespace) -> int:
     if args.speed_side < 0 or args.speed_side % 16:
         raise ExportError(f"--speed-side must be 0 or a multiple of 16 (the U-Net pools 4 times), got {args.speed_side}")
     trial, exp = experiments.select_trial(args.experiment, args.trial, args.metric)
+    amx.refuse()  # before the first interpreter: XNNPACK's int8 kernels are faster without AMX (segmodel/amx.py)
     if trial.diverged:
         raise ExportError(f"trial {trial.id} diverged ({trial.diverged}) and saved no model: nothing to export")
     out = Path(args.out) if args.out else default_out("export", exp.id if exp else args.experiment)
@@ -197,6 +199,7 @@ def export_trial(trial, out: Path, formats=FORMATS, calibration_samples: int = 1
         "validation_patches": splits.n_val,
         "speed": None if speed is None else {k: v for k, v in speed.items() if k != "img_s"},
         "cpu": cpu_name(),
+        "amx": amx.refuse(),
         "formats": entries,
         "warnings": warnings,
     }
@@ -351,5 +354,6 @@ def format_table(result: dict) -> str:
     if sizes:
         sp = result["speed"]
         lines.append(f"img/s: batch {sp['batch']}, {sp['threads']} threads, median of {sp['rounds']} interleaved "
-                     f"rounds, {result['cpu']}")
+                     f"rounds, {result['cpu']}" + (", AMX refused (int8 on AVX512-VNNI)"
+                                                   if result.get("amx") == "refused" else ""))
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """A trial measures what it ships on the machine it runs on (`--deploy-size`): its model as
 float32 and full-int8 TFLite, converted as `export` converts them, at deploy_size px and
 batch 1, through the runner `predict` uses (LiteRT + XNNPACK), timed in the same rounds as
-the dense model of the same architecture converted the same way. `speedup` is therefore a
+the dense model of the same architecture converted the same way, in a child process that
+refuses AMX as `predict` does (segmodel/amx.py). `speedup` is therefore a
 ratio measured side by side in one process, the figure to compare between trials; the
 milliseconds are this machine's.
 
@@ -42,36 +43,33 @@ class LatencyProbe:
         from .inference import TFLiteRunner
         self.splits, self.side, self.format, self.rounds = splits, side, deploy_format, rounds
         try:
-            self.dense = TFLiteRunner(_converted(dense, ["float32"], splits, side)["float32"].content)
-            self.dense.probabilities(np.zeros((1, side, side, 3), np.float32))
+            self.dense = _converted(dense, ["float32"], splits, side)["float32"].content
+            TFLiteRunner(self.dense).probabilities(np.zeros((1, side, side, 3), np.float32))
         except Exception as e:  # noqa: BLE001 - any failure to convert or run means: cannot measure here
             raise ParamError(f"prune_target latency: cannot time a TFLite model on this machine "
                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
     def ratio(self, model) -> float:
-        from .inference import TFLiteRunner
-        from .tflite_speed import images_per_second
-        runner = TFLiteRunner(_converted(model, [self.format], self.splits, self.side)[self.format].content)
-        speed = images_per_second({"model": runner, "dense": self.dense}, 1, self.rounds)
-        return speed["dense"] / speed["model"]
+        from .tflite_speed import speeds_apart
+        content = _converted(model, [self.format], self.splits, self.side)[self.format].content
+        speed = speeds_apart({"model": content, "dense": self.dense}, 1, self.rounds)
+        return speed["dense"]["img_s"] / speed["model"]["img_s"]
 
 
 def measure(model, dense, splits, side: int, deploy_format: str = "float32", rounds: int = ROUNDS) -> dict:
     """Latency and speedup of `model` (float32 and int8 TFLite) against `dense` (float32)."""
-    from .inference import TFLiteRunner
-    from .tflite_speed import images_per_second
+    from .tflite_speed import speeds_apart
 
     shipped = _converted(model, ["float32", "int8"], splits, side)
     reference = _converted(dense, ["float32"], splits, side)
-    runners = {"float32": TFLiteRunner(shipped["float32"].content),
-               "int8": TFLiteRunner(shipped["int8"].content),
-               "dense": TFLiteRunner(reference["float32"].content)}
-    ms = {k: 1000.0 / v for k, v in images_per_second(runners, 1, rounds).items()}
+    speed = speeds_apart({"float32": shipped["float32"].content, "int8": shipped["int8"].content,
+                          "dense": reference["float32"].content}, 1, rounds)
+    ms = {k: 1000.0 / v["img_s"] for k, v in speed.items()}
     result = {"deploy_size": side, "dense_latency_ms": round(ms["dense"], 3)}
     for form in ("float32", "int8"):
         result[f"{form}_latency_ms"] = round(ms[form], 3)
         result[f"{form}_speedup"] = round(ms["dense"] / ms[form], 3)
-        result[f"{form}_xnnpack"] = int(runners[form].delegation["runtime"] == "xnnpack")
+        result[f"{form}_xnnpack"] = int(speed[form]["runtime"] == "xnnpack")
     result["latency_ms"] = result[f"{deploy_format}_latency_ms"]
     result["speedup"] = result[f"{deploy_format}_speedup"]
     return result

@@ -47,7 +47,10 @@ def register(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from . import amx
     from .inference import load_runner
+
+    amx.refuse()  # before the first interpreter: XNNPACK's int8 kernels are faster without AMX (segmodel/amx.py)
 
     images = [Path(i) for i in args.images]
     missing = [str(i) for i in images if not i.is_file()]

@@ -35,19 +35,24 @@ def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
     return "unknown CPU"
 
 
-def cpu_supports_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """AVX512-BF16 or AMX-BF16 in the CPU flags: oneDNN runs bfloat16 matmuls/convs natively."""
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo cannot be read)."""
     try:
         with open(cpuinfo) as f:
             text = f.read()
     except OSError:
-        return False
+        return set()
     flags: set[str] = set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
             flags.update(value.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return flags
+
+
+def cpu_supports_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """AVX512-BF16 or AMX-BF16 in the CPU flags: oneDNN runs bfloat16 matmuls/convs natively."""
+    return bool(cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
 
 
 def pick_precision(gpu_capability: tuple[int, int] | None, cpu_bf16: bool) -> str:

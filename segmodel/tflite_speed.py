@@ -5,8 +5,18 @@ Speed is images/s of `TFLiteRunner.probabilities` (what `predict` calls), every 
 timed in turn in the same rounds (`timed_calls`), so a busy CPU slows them alike:
 compare files by their ratios. Which runtime ran a file comes from the interpreter's
 graph after the run (`TFLiteRunner.delegation`), never from timing.
+
+A trial times its files in a child process (`speeds_apart`, `python -m
+segmodel.tflite_speed`) that refuses AMX as `export` and `predict` do (segmodel/amx.py):
+the trial's own process trained with AMX, which makes XNNPACK's int8 kernels the slow ones.
 """
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -41,9 +51,38 @@ def images_per_second(runners: dict, batch: int, rounds: int, seed: int = 0) -> 
     return {key: round(batch / t, 2) for key, t in timed_calls(calls, rounds).items()}
 
 
+def speeds_apart(contents: dict[str, bytes], batch: int, rounds: int) -> dict:
+    """key -> {"img_s", "runtime"} of each TFLite file (bytes), timed as images_per_second
+    does, in a fresh process that refuses AMX before its first interpreter."""
+    from .errors import SegmodelError
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, content in contents.items():
+            (Path(tmp) / f"{key}.tflite").write_bytes(content)
+        cmd = [sys.executable, "-m", "segmodel.tflite_speed", tmp, str(batch), str(rounds), *contents]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SegmodelError(f"timing TFLite files in a child process failed (exit {done.returncode}): {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _time_folder(folder: str, batch: str, rounds: str, *keys: str) -> None:
+    """The child of speeds_apart: one JSON line on stdout."""
+    from . import amx
+    from .inference import TFLiteRunner
+    amx.refuse()
+    runners = {key: TFLiteRunner(Path(folder) / f"{key}.tflite") for key in keys}
+    ips = images_per_second(runners, int(batch), int(rounds))
+    print(json.dumps({key: {"img_s": ips[key], "runtime": runners[key].delegation["runtime"]} for key in keys}))
+
+
 def runtime_fields(runner, problems=()) -> dict:
     """export.json's runtime fields of one file, after it ran."""
     d = runner.delegation
     return {"runtime": d["runtime"], "delegated_ops": d["delegated_ops"], "ops": d["ops"],
             "not_delegated": d["not_delegated"], "delegate_error": d["delegate_error"],
             "xnnpack_problems": list(problems)}
+
+
+if __name__ == "__main__":
+    _time_folder(*sys.argv[1:])

@@ -8,6 +8,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# export and predict refuse AMX to their process for good (segmodel/amx.py); the tests call them
+# in this process, which trains afterwards: keep AMX here (tests/test_amx.py refuses it in children)
+os.environ.setdefault("SEGMODEL_KEEP_AMX", "1")
 
 
 @pytest.fixture
