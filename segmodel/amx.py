@@ -98,7 +98,11 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 0 if argv else 2
     print(f"amx: {refuse()}", file=sys.stderr, flush=True)
-    os.execvp(argv[0], argv)
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as e:
+        print(f"amx: cannot run {argv[0]}: {e.strerror}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

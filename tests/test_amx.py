@@ -64,3 +64,7 @@ def test_python_m_segmodel_amx_runs_a_command_with_amx_refused():
         assert state == "amx: not an AMX CPU" and probe["req"] != errno.EPERM
     usage = subprocess.run([sys.executable, "-m", "segmodel.amx"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "usage: python -m segmodel.amx COMMAND" in usage.stderr
+    missing = subprocess.run([sys.executable, "-m", "segmodel.amx", "no-such-command"], capture_output=True,
+                             text=True, timeout=60)
+    assert missing.returncode == 2 and missing.stderr.splitlines()[-1] == \
+        "amx: cannot run no-such-command: No such file or directory"
