@@ -255,7 +255,7 @@ def format_table(r: dict) -> str:
               "softmax head in float32 (export's default), `int8, int8 softmax`: export --int8-output int8. "
               f"TFLite via {m['tflite_runtime']}, {m['tflite_threads']} threads, "
               f"median of {r['budget']['rounds']} interleaved rounds; {m['cores']} cores, {m['cpu']}, "
-              f"load {m['load_avg_1m']}; {r['seconds']} s.", "",
+              f"AMX: {m.get('amx', '?')}, load {m['load_avg_1m']}; {r['seconds']} s.", "",
               "| target | measured | goal | met |", "|---|---|---|---|"]
     lines += [f"| {x['target']} | {x['value']} | {x['goal']} | {'✔' if x['met'] else '✘'} |" for x in r["targets"]]
     return "\n".join(lines)

@@ -114,5 +114,6 @@ def format_table(r: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     m = r["machine"]
     lines += ["", f"{r['side']} px, median of {r['rounds']} interleaved rounds, untrained weights; "
-              f"{m['tflite_threads']} TFLite threads, {m['cores']} cores, {m['cpu']}, load {m['load_avg_1m']}."]
+              f"{m['tflite_threads']} TFLite threads, {m['cores']} cores, {m['cpu']}, AMX: {m.get('amx', '?')}, "
+              f"load {m['load_avg_1m']}."]
     return "\n".join(lines)
