@@ -30,11 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import experiments
+from . import amx, experiments
 from .cli import add_command, default_out
 from .errors import DataError, SegmodelError
 from .files import gzip_size, raw_size
-from . import amx
 from .inference import TFLiteRunner, load_runner
 from .quantize import INT8_OUTPUTS, ConversionError, convert, short_name
 from .tflite_speed import runtime_fields
