@@ -204,7 +204,7 @@ def _machine(threads) -> dict:
     from segmodel.inference import tflite_interpreter_class
     from segmodel.runtime import available_cores as _cores
     from segmodel.runtime import cpu_name
-    return {"cpu": cpu_name(), "amx": amx.refuse(), "cores": _cores(), "tflite_threads": threads or _cores(),
+    return {"cpu": cpu_name(), "amx": amx.state(), "cores": _cores(), "tflite_threads": threads or _cores(),
             "tflite_runtime": tflite_interpreter_class().__module__, "tensorflow": tf.__version__,
             "python": platform.python_version(), "load_avg_1m": round(os.getloadavg()[0], 2)}
 

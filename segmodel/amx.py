@@ -77,6 +77,12 @@ def refuse() -> str:
     return _state
 
 
+def state() -> str:
+    """What refuse() found in this process, for a record; "not refused" if nothing asked.
+    Reading it never installs the filter (a record may be written in a process that trains)."""
+    return _state or "not refused"
+
+
 def _refuse() -> str:
     if sys.platform != "linux" or platform.machine() != "x86_64" or not cpu_has_amx_int8():
         return "not an AMX CPU"

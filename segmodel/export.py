@@ -198,7 +198,7 @@ def export_trial(trial, out: Path, formats=FORMATS, calibration_samples: int = 1
         "validation_patches": splits.n_val,
         "speed": None if speed is None else {k: v for k, v in speed.items() if k != "img_s"},
         "cpu": cpu_name(),
-        "amx": amx.refuse(),
+        "amx": amx.state(),
         "formats": entries,
         "warnings": warnings,
     }

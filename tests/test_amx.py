@@ -68,3 +68,8 @@ def test_python_m_segmodel_amx_runs_a_command_with_amx_refused():
                              text=True, timeout=60)
     assert missing.returncode == 2 and missing.stderr.splitlines()[-1] == \
         "amx: cannot run no-such-command: No such file or directory"
+
+
+def test_state_is_read_only(monkeypatch):
+    monkeypatch.setattr(amx, "_state", None)
+    assert amx.state() == "not refused" and amx._state is None
