@@ -167,7 +167,8 @@ CHANNELS = Preset(
 
 l1-30/l1-50: today's uniform ratio (every layer loses that share of its channels, l1
 ranking); flops-*: one global ranking of importance per FLOP down to 35 % of the dense
-FLOPs (--prune-target, per-layer floors of 0.1; -floor50: of one half); -apoz ranks by activations instead of weights;
+FLOPs (--prune-target, per-layer floors of 0.1; -floor50: of one half); apoz-* / mean-* rank by activations
+(NNI's APoZ / mean-activation criteria) instead of weights;
 recovery: -agp masks channels gradually through fine-tuning, -kd distils from the trial's
 dense model; every fine-tuning rewinds the learning rate (cosine from --learning-rate).
 init trains the thin model from scratch on the dense schedule; w40: per-level widths 8/16/40/80/152;
@@ -179,6 +180,7 @@ weight-80 is the weight-pruning default.""",
               "l1-30": f"{CHANNEL} --sparsity 0.3 --channel-criterion l1",
               "l1-50": f"{CHANNEL} --sparsity 0.5 --channel-criterion l1",
               "apoz-50": f"{CHANNEL} --sparsity 0.5 --channel-criterion apoz",
+              "mean-50": f"{CHANNEL} --sparsity 0.5 --channel-criterion mean_activation",
               "l1-30-agp": "--prune-mode channel --schedule agp --sparsity 0.3 --channel-criterion l1",
               "l1-50-agp": "--prune-mode channel --schedule agp --sparsity 0.5 --channel-criterion l1",
               "l1-50-kd": f"{CHANNEL} --sparsity 0.5 --channel-criterion l1 --kd true",
