@@ -21,18 +21,28 @@ from keras import ops
 from .errors import ParamError
 
 
-def kd_loss(student_logits, teacher_logits, temperature: float):
+def kd_loss(student_logits, teacher_logits, temperature: float, labels=None):
     """T^2 * mean over pixels of KL(softmax(z_t / T) || softmax(z_s / T)).
 
     Classes on the last axis, any leading shape; returns a float32 scalar. Works from
     logits with log-softmax (never from clipped probabilities) and in float32 even when
     the logits come out of a bfloat16/float16 layer.
+
+    With `labels` (one-hot truth, the logits' shape) the mean is class-balanced: the mean,
+    over the classes present, of each class's mean KL over its pixels. The Dice term weighs
+    classes so; a per-pixel mean lets the common classes drown a rare one's soft targets.
     """
     t = float(temperature)
     log_ps = ops.log_softmax(ops.cast(student_logits, "float32") / t, axis=-1)
     log_pt = ops.log_softmax(ops.cast(teacher_logits, "float32") / t, axis=-1)
     kl = ops.sum(ops.exp(log_pt) * (log_pt - log_ps), axis=-1)
-    return (t * t) * ops.mean(kl)
+    if labels is None:
+        return (t * t) * ops.mean(kl)
+    onehot = ops.reshape(ops.cast(labels, "float32"), (-1, ops.shape(labels)[-1]))
+    pixels = ops.sum(onehot, axis=0)
+    per_class = ops.sum(onehot * ops.reshape(kl, (-1, 1)), axis=0) / ops.maximum(pixels, 1.0)
+    present = ops.cast(pixels > 0, "float32")
+    return (t * t) * ops.sum(per_class * present) / ops.maximum(ops.sum(present), 1.0)
 
 
 def check_teacher(path: str, patch_size: int, channels: int, classes: int) -> None:
@@ -77,7 +87,8 @@ def logits_view(model: keras.Model, role: str) -> keras.Model:
 class Distiller(keras.Model):
     """Trains `student` on (1 - alpha) * task_loss(y, p_s) + alpha * kd_loss(z_s, z_t, T),
     Hinton et al.'s weighting (kd_loss carries the T^2 that keeps its gradients on the
-    task's scale): alpha 0 is plain training, 1 learns from the teacher alone.
+    task's scale): alpha 0 is plain training, 1 learns from the teacher alone. `balance`
+    "classes" averages the KL class-balanced over the true labels (`kd_loss`).
 
     The teacher is frozen and always runs with training=False; gradients go to the
     student's trainable variables only, through the compiled optimizer, which also runs
@@ -88,18 +99,21 @@ class Distiller(keras.Model):
     """
 
     def __init__(self, student: keras.Model, teacher: keras.Model, task_loss, alpha: float = 0.5,
-                 temperature: float = 4.0, **kwargs):
+                 temperature: float = 4.0, balance: str = "pixels", **kwargs):
         super().__init__(name=kwargs.pop("name", "distiller"), **kwargs)
         if not 0 <= alpha <= 1:
             raise ParamError(f"kd_alpha must be in [0, 1], got {alpha}")
         if temperature <= 0:
             raise ParamError(f"kd_temperature must be > 0, got {temperature}")
+        if balance not in ("pixels", "classes"):
+            raise ParamError(f"kd_balance must be pixels or classes, got {balance!r}")
         s_classes, t_classes = student.output.shape[-1], teacher.output.shape[-1]
         if s_classes != t_classes:
             raise ParamError(f"teacher predicts {t_classes} classes, the student {s_classes}")
         teacher.trainable = False
         self.student, self.teacher = student, teacher
         self.task_loss, self.alpha, self.temperature = task_loss, float(alpha), float(temperature)
+        self.balance = balance
         # Same layers as the student, two outputs: logits for the KD term, probabilities for the rest.
         self._student_heads = keras.Model(student.inputs, [logits_view(student, "student").output, student.output],
                                           name=f"{student.name}_heads")
@@ -115,7 +129,7 @@ class Distiller(keras.Model):
         teacher_logits = ops.stop_gradient(self._teacher_logits(x, training=False))
         student_logits, probs = self._student_heads(x, training=training)
         task = self.task_loss(y, probs)
-        kd = kd_loss(student_logits, teacher_logits, self.temperature)
+        kd = kd_loss(student_logits, teacher_logits, self.temperature, y if self.balance == "classes" else None)
         return (1.0 - self.alpha) * ops.cast(task, "float32") + self.alpha * kd, task, kd, probs
 
     def train_step(self, data):

@@ -107,7 +107,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
         "duration_s": round(time.time() - started, 1),
     }
     if params.kd:
-        metrics.update(kd_temperature=params.kd_temperature, kd_alpha=params.kd_alpha,
+        metrics.update(kd_temperature=params.kd_temperature, kd_alpha=params.kd_alpha, kd_balance=params.kd_balance,
                        kd_teacher=params.teacher or "dense")
 
     shipped = out / "model.keras"
@@ -143,7 +143,8 @@ def compile_trainer(model, params: Params, n_classes: int, teacher=None, learnin
     Keras schedule (default: params.learning_rate)."""
     optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate if learning_rate is None else learning_rate)
     if teacher is not None:
-        trainer = Distiller(model, teacher, task_loss(params.class_weights), params.kd_alpha, params.kd_temperature)
+        trainer = Distiller(model, teacher, task_loss(params.class_weights), params.kd_alpha, params.kd_temperature,
+                            params.kd_balance)
         trainer.compile(optimizer=optimizer, metrics=training_metrics(n_classes))
         return trainer
     model.compile(optimizer=optimizer, loss=task_loss(params.class_weights), metrics=training_metrics(n_classes))

@@ -40,6 +40,41 @@ def test_kd_loss_matches_numpy_reference(logits, t):
     np.testing.assert_allclose(got, reference_kd(zs, zt, t), rtol=1e-5, atol=1e-7)
 
 
+def reference_kd_by_class(zs, zt, t, labels):
+    """The class-balanced reference: per-pixel KL as above, then the mean over the classes
+    present of each class's mean over its pixels (a plain loop over classes)."""
+    lps = np.log(_softmax(zs, t))
+    lpt = np.log(_softmax(zt, t))
+    kl = np.sum(np.exp(lpt) * (lpt - lps), axis=-1)
+    truth = labels.argmax(-1)
+    return t * t * np.mean([kl[truth == c].mean() for c in np.unique(truth)])
+
+
+def _softmax(z, t):
+    z = z.astype(np.float64) / t
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("t", [1.0, 4.0])
+def test_kd_loss_by_class_matches_numpy_reference(logits, t):
+    zs, zt = logits
+    rng = np.random.default_rng(2)
+    truth = rng.choice(6, size=zs.shape[:-1], p=[0.6, 0.3, 0.07, 0.03, 0.0, 0.0])  # two classes absent
+    labels = np.eye(6, dtype="float32")[truth]
+    got = float(kd_loss(zs, zt, t, labels))
+    np.testing.assert_allclose(got, reference_kd_by_class(zs, zt, t, labels), rtol=1e-5, atol=1e-7)
+    # a rare class's pixels weigh as much as a common one's: not the per-pixel mean
+    assert abs(got - reference_kd(zs, zt, t)) > 1e-3
+
+
+def test_kd_loss_by_class_is_the_pixel_mean_when_classes_are_equal(logits):
+    zs, zt = logits
+    labels = np.zeros(zs.shape, "float32")
+    labels[..., 3] = 1  # one class everywhere: its mean is the mean over pixels
+    np.testing.assert_allclose(float(kd_loss(zs, zt, 2.0, labels)), float(kd_loss(zs, zt, 2.0)), rtol=1e-6)
+
+
 def test_kd_loss_any_leading_shape(logits):
     zs, zt = logits
     flat = float(kd_loss(zs.reshape(-1, 6), zt.reshape(-1, 6), 3.0))
@@ -84,7 +119,8 @@ def _tiny_batches(n=16, size=32, seed=0):
     return tf.data.Dataset.from_tensor_slices((images, masks)).batch(8)
 
 
-def test_distiller_trains_student_only_keeps_masks_under_bf16(policy):
+@pytest.mark.parametrize("balance", ["pixels", "classes"])
+def test_distiller_trains_student_only_keeps_masks_under_bf16(policy, balance):
     from segmodel.losses import task_loss
     from segmodel.metrics import training_metrics
     from segmodel.model import multi_unet_model
@@ -104,7 +140,7 @@ def test_distiller_trains_student_only_keeps_masks_under_bf16(policy):
     student_before = [w.copy() for w in student.get_weights()]
 
     loss = task_loss([1 / 6] * 6)
-    distiller = Distiller(student, teacher, loss, alpha=0.5, temperature=2.0)
+    distiller = Distiller(student, teacher, loss, alpha=0.5, temperature=2.0, balance=balance)
     distiller.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=training_metrics(6))
     data = _tiny_batches()
     logs = distiller.fit(data, validation_data=data, epochs=1, verbose=0).history
@@ -126,7 +162,8 @@ def test_distiller_trains_student_only_keeps_masks_under_bf16(policy):
     probs = student(x, training=False)
     z_s = logits_view(student, "student")(x, training=False)
     z_t = logits_view(teacher, "teacher")(x, training=False)
-    expected = 0.5 * float(loss(y, probs)) + 0.5 * float(kd_loss(z_s, z_t, 2.0))
+    kd = kd_loss(z_s, z_t, 2.0, y if balance == "classes" else None)
+    expected = 0.5 * float(loss(y, probs)) + 0.5 * float(kd)
     result = distiller.evaluate(x, y, verbose=0, return_dict=True)
     # bf16 activations: the eager forward passes above and evaluate()'s compiled one round
     # differently (1.2e-4 relative measured with global allocation's masks); a wrong alpha
@@ -184,8 +221,8 @@ def test_kd_with_schedule_init_needs_a_teacher(capsys):
 def test_kd_parameters_come_from_flags_and_the_search_space():
     from segmodel.params import parse_flags, resolve
     p = resolve(parse_flags(["--kd", "true", "--kd_temperature", "2"]),
-                {"kd": 1, "kd_temperature": 8, "kd_alpha": 0.25})  # as NNI sends a choice / uniform
-    assert (p.kd, p.kd_temperature, p.kd_alpha) == (True, 8.0, 0.25)
+                {"kd": 1, "kd_temperature": 8, "kd_alpha": 0.25, "kd_balance": "classes"})  # as NNI sends them
+    assert (p.kd, p.kd_temperature, p.kd_alpha, p.kd_balance) == (True, 8.0, 0.25, "classes")
     with pytest.raises(ParamError, match="kd_temperature must be > 0"):
         resolve({"kd_temperature": "0"})
 
@@ -253,7 +290,7 @@ def kd_trial(tmp_path_factory, tiny_data):
 def test_trial_kd_reports_distillation(kd_trial):
     metrics = json.loads((kd_trial / "metrics.json").read_text())
     assert metrics["kd"] == 1 and metrics["kd_temperature"] == 3.0 and metrics["kd_alpha"] == 0.5
-    assert metrics["kd_teacher"] == "dense" and metrics["diverged"] == 0
+    assert metrics["kd_teacher"] == "dense" and metrics["kd_balance"] == "pixels" and metrics["diverged"] == 0
     assert metrics["sparsity"] == pytest.approx(0.8, abs=0.01)
     (entry,) = metrics["config_sparsity"]          # --sparsity 0.8: one entry, reached exactly
     assert entry == {"asked": 0.8, "achieved": metrics["sparsity"]}
