@@ -2,7 +2,8 @@
 
 The seed's PyTorch recipe, CE(y_s, target) + KL(softmax(z_t/T) || softmax(z_s/T)) * T^2 / batch,
 carried over to segmentation, where every pixel is a sample: the distillation term is
-T^2 times the mean over pixels of KL(p_t || p_s), p = softmax(z / T) over the class axis.
+T^2 times the mean over pixels of KL(p_t || p_s), p = softmax(z / T) over the class axis,
+by default class-balanced over the true labels (`kd_loss`), as the Dice term is.
 
 `Distiller` follows keras-io's "Knowledge Distillation" example (a `keras.Model` that
 wraps student and teacher) with its own train/test steps, because the loss needs the
@@ -88,7 +89,7 @@ class Distiller(keras.Model):
     """Trains `student` on (1 - alpha) * task_loss(y, p_s) + alpha * kd_loss(z_s, z_t, T),
     Hinton et al.'s weighting (kd_loss carries the T^2 that keeps its gradients on the
     task's scale): alpha 0 is plain training, 1 learns from the teacher alone. `balance`
-    "classes" averages the KL class-balanced over the true labels (`kd_loss`).
+    "classes" averages the KL class-balanced over the true labels, "pixels" over pixels (`kd_loss`).
 
     The teacher is frozen and always runs with training=False; gradients go to the
     student's trainable variables only, through the compiled optimizer, which also runs
@@ -99,7 +100,7 @@ class Distiller(keras.Model):
     """
 
     def __init__(self, student: keras.Model, teacher: keras.Model, task_loss, alpha: float = 0.5,
-                 temperature: float = 4.0, balance: str = "pixels", **kwargs):
+                 temperature: float = 4.0, balance: str = "classes", **kwargs):
         super().__init__(name=kwargs.pop("name", "distiller"), **kwargs)
         if not 0 <= alpha <= 1:
             raise ParamError(f"kd_alpha must be in [0, 1], got {alpha}")

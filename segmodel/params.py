@@ -92,8 +92,8 @@ class Params:
     kd: bool = _p(False, "fine-tune the pruned student with knowledge distillation from its teacher")
     kd_temperature: float = _p(4.0, "distillation temperature T")
     kd_alpha: float = _p(0.5, "weight of the distillation term: (1 - alpha) * task + alpha * T^2 * KL")
-    kd_balance: str = _p("pixels", "how the KL is averaged: pixels (every pixel alike, Hinton's) | classes (each "
-                                   "true class's pixels alike, as the Dice term weighs them)", choices=KD_BALANCES)
+    kd_balance: str = _p("classes", "how the KL is averaged: classes (each true class's pixels alike, as the Dice "
+                                    "term weighs them) | pixels (every pixel alike, Hinton's)", choices=KD_BALANCES)
     teacher: str = _p("", "path to a saved teacher model.keras (default: the trial's dense model)")
     patch_size: int = _p(DEFAULT_PATCH_SIZE, "square patch side in pixels")
     patch_stride: int = _p(0, "stride between patches (0 = patch_size, no overlap)")

@@ -290,7 +290,7 @@ def kd_trial(tmp_path_factory, tiny_data):
 def test_trial_kd_reports_distillation(kd_trial):
     metrics = json.loads((kd_trial / "metrics.json").read_text())
     assert metrics["kd"] == 1 and metrics["kd_temperature"] == 3.0 and metrics["kd_alpha"] == 0.5
-    assert metrics["kd_teacher"] == "dense" and metrics["kd_balance"] == "pixels" and metrics["diverged"] == 0
+    assert metrics["kd_teacher"] == "dense" and metrics["kd_balance"] == "classes" and metrics["diverged"] == 0
     assert metrics["sparsity"] == pytest.approx(0.8, abs=0.01)
     (entry,) = metrics["config_sparsity"]          # --sparsity 0.8: one entry, reached exactly
     assert entry == {"asked": 0.8, "achieved": metrics["sparsity"]}
