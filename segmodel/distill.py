@@ -20,6 +20,7 @@ import keras
 from keras import ops
 
 from .errors import ParamError
+from .params import KD_BALANCES
 
 
 def kd_loss(student_logits, teacher_logits, temperature: float, labels=None):
@@ -106,8 +107,8 @@ class Distiller(keras.Model):
             raise ParamError(f"kd_alpha must be in [0, 1], got {alpha}")
         if temperature <= 0:
             raise ParamError(f"kd_temperature must be > 0, got {temperature}")
-        if balance not in ("pixels", "classes"):
-            raise ParamError(f"kd_balance must be pixels or classes, got {balance!r}")
+        if balance not in KD_BALANCES:
+            raise ParamError(f"kd_balance must be one of {', '.join(KD_BALANCES)}, got {balance!r}")
         s_classes, t_classes = student.output.shape[-1], teacher.output.shape[-1]
         if s_classes != t_classes:
             raise ParamError(f"teacher predicts {t_classes} classes, the student {s_classes}")

@@ -13,14 +13,21 @@ from segmodel.errors import ParamError
 TEMPERATURES = [0.5, 1.0, 2.0, 4.0, 10.0]
 
 
+def _log_softmax(z, t):
+    z = z.astype(np.float64) / t
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def _reference_kl(zs, zt, t):
+    """KL(softmax(zt/T) || softmax(zs/T)) per pixel, in float64."""
+    lps, lpt = _log_softmax(zs, t), _log_softmax(zt, t)
+    return np.sum(np.exp(lpt) * (lpt - lps), axis=-1)
+
+
 def reference_kd(zs, zt, t):
     """T^2 * mean over pixels of KL(softmax(zt/T) || softmax(zs/T)), in float64."""
-    def log_softmax(z):
-        z = z.astype(np.float64) / t
-        z = z - z.max(-1, keepdims=True)
-        return z - np.log(np.exp(z).sum(-1, keepdims=True))
-    lps, lpt = log_softmax(zs), log_softmax(zt)
-    return t * t * np.mean(np.sum(np.exp(lpt) * (lpt - lps), axis=-1))
+    return t * t * np.mean(_reference_kl(zs, zt, t))
 
 
 @pytest.fixture
@@ -43,17 +50,8 @@ def test_kd_loss_matches_numpy_reference(logits, t):
 def reference_kd_by_class(zs, zt, t, labels):
     """The class-balanced reference: per-pixel KL as above, then the mean over the classes
     present of each class's mean over its pixels (a plain loop over classes)."""
-    lps = np.log(_softmax(zs, t))
-    lpt = np.log(_softmax(zt, t))
-    kl = np.sum(np.exp(lpt) * (lpt - lps), axis=-1)
-    truth = labels.argmax(-1)
+    kl, truth = _reference_kl(zs, zt, t), labels.argmax(-1)
     return t * t * np.mean([kl[truth == c].mean() for c in np.unique(truth)])
-
-
-def _softmax(z, t):
-    z = z.astype(np.float64) / t
-    e = np.exp(z - z.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
 
 
 @pytest.mark.parametrize("t", [1.0, 4.0])
