@@ -1,4 +1,4 @@
-# The two commands: `make experiment` (set up + start NNI) and `make test` (set up + run tests).
+# The two commands: `make experiment` (set up + start NNI) and `make test` (set up + lint + run tests).
 # `make experiment CONFIG=configs/remote.yml` starts another of the configs.
 # The web UI / REST API listens on 127.0.0.1 only; `make experiment BIND=all` (or
 # BIND=<address>, or SEGMODEL_BIND in the environment) opens it: docs/security.md.
@@ -12,13 +12,13 @@ BIND ?= $(SEGMODEL_BIND)
 LOCK ?= requirements.lock
 CONSTRAINTS := $(if $(LOCK),-c $(LOCK))
 
-.PHONY: setup experiment stop test test-no-bf16 bench lock clean
+.PHONY: setup experiment stop lint test test-no-bf16 bench lock clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml setup.py segmodel/loopback_hook.py $(LOCK) | $(BIN)/python
+$(VENV)/.installed: pyproject.toml setup.py segmodel/experiment/loopback_hook.py $(LOCK) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e '.[test]'
 	touch $@
@@ -26,15 +26,19 @@ $(VENV)/.installed: pyproject.toml setup.py segmodel/loopback_hook.py $(LOCK) | 
 setup: $(VENV)/.installed
 
 experiment: setup
-	@SEGMODEL_BIND="$(BIND)" $(BIN)/python -m segmodel.loopback_hook
+	@SEGMODEL_BIND="$(BIND)" $(BIN)/python -m segmodel.experiment.loopback_hook
 	PATH="$(CURDIR)/$(BIN):$$PATH" SEGMODEL_BIND="$(BIND)" $(BIN)/nnictl create --config $(CONFIG) --port $(PORT)
-	@$(BIN)/python -m segmodel.listening $(PORT) $(CONFIG)
+	@$(BIN)/python -m segmodel.experiment.listening $(PORT) $(CONFIG)
 	@echo "Stop it with: make stop"
 
 stop:
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nnictl stop --port $(PORT)
 
-test: setup
+lint: setup   # ruff (pyproject's rules) and the import contracts (layers, no cycle)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
+
+test: lint
 	$(BIN)/python -m pytest -q --durations=10 tests
 
 test-no-bf16: setup   # the same suite as on a CPU without bf16 (precision auto = float32)

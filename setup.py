@@ -1,7 +1,7 @@
 """Build hook only (metadata lives in pyproject.toml): ship the loopback .pth.
 
 Adds two files at the top of site-packages, beside the `segmodel` package:
-`segmodel-loopback.pth` and `_segmodel_loopback.py` (a copy of segmodel/loopback_hook.py),
+`segmodel-loopback.pth` and `_segmodel_loopback.py` (a copy of segmodel/experiment/loopback_hook.py),
 so that every NNI manager started from the venv listens on 127.0.0.1 unless
 SEGMODEL_BIND says otherwise (docs/security.md). A regular wheel takes them from
 build_lib; an editable one (`pip install -e .`) only from install_lib, which is the
@@ -24,7 +24,7 @@ class BuildPyWithLoopback(build_py):
         else:
             root = self.build_lib
         self.mkpath(root)
-        self.copy_file(os.path.join("segmodel", "loopback_hook.py"), os.path.join(root, MODULE + ".py"))
+        self.copy_file(os.path.join("segmodel", "experiment", "loopback_hook.py"), os.path.join(root, MODULE + ".py"))
         with open(os.path.join(root, PTH), "w") as f:
             f.write(f"import {MODULE}; {MODULE}.install()\n")
 

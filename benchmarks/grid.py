@@ -31,10 +31,9 @@ import yaml  # installed with nni
 from segmodel.errors import ParamError, SegmodelError
 from segmodel.files import write_json_atomic, write_text_atomic
 from segmodel.params import parse_flags, resolve
-from segmodel.runtime import available_cores
+from segmodel.runtime import available_cores, cpu_name
 
 from . import table
-from segmodel.runtime import cpu_name
 from .presets import Preset
 
 ROOT = Path(__file__).resolve().parents[1]

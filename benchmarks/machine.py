@@ -15,7 +15,8 @@ def machine() -> dict:
     import tensorflow as tf
 
     from segmodel import runtime
-    conc, source = runtime.trial_concurrency()
+    from segmodel.experiment.manager import trial_concurrency
+    conc, source = trial_concurrency()
     return {"cpu": cpu_name(), "cores": runtime.available_cores(), "trial_concurrency": conc,
             "concurrency_from": source, "threads": runtime.default_threads(conc),
             "cpu_bf16": runtime.cpu_supports_bf16(), "tensorflow": tf.__version__,

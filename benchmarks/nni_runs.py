@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml  # installed with nni
 
-from segmodel import experiments
 from segmodel.errors import SegmodelError
+from segmodel.experiment import manager, records
 
 NNICTL = str(Path(sys.executable).parent / "nnictl")
 
@@ -36,7 +36,7 @@ def absolute_paths(config: dict, folder: Path) -> dict:
 
 
 def run_experiment(config: dict, workdir: Path, trials: int | None = None, stall: float = 900,
-                   env: dict | None = None) -> experiments.Experiment:
+                   env: dict | None = None) -> records.Experiment:
     """Run `config` in `workdir` until NNI says DONE (or `trials` trials ended); always stopped."""
     workdir = workdir.resolve()  # nnictl runs inside it, so a relative path would not resolve
     workdir.mkdir(parents=True, exist_ok=True)
@@ -45,7 +45,7 @@ def run_experiment(config: dict, workdir: Path, trials: int | None = None, stall
     path.write_text(yaml.safe_dump(config))
     env = {**(env if env is not None else os.environ)}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # nnictl and the trials' python3
-    port = experiments.free_port()
+    port = manager.free_port()
     created = subprocess.run([NNICTL, "create", "--config", str(path), "--port", str(port)],
                              env=env, capture_output=True, text=True, timeout=300, cwd=workdir)
     if created.returncode != 0:
@@ -57,15 +57,15 @@ def run_experiment(config: dict, workdir: Path, trials: int | None = None, stall
         subprocess.run([NNICTL, "stop", exp_id], env=env, capture_output=True, timeout=120)
 
 
-def _wait(port: int, folder: Path, trials: int | None, stall: float) -> experiments.Experiment:
+def _wait(port: int, folder: Path, trials: int | None, stall: float) -> records.Experiment:
     last, changed = None, time.time()
     while time.time() - changed < stall:
         status = _get(port, "/check-status")["status"]
         if status == "ERROR":
             raise SegmodelError(f"experiment ended in ERROR; its logs are under {folder}")
         try:
-            exp = experiments.load(folder)
-        except experiments.ExperimentError:  # the database appears once the manager runs
+            exp = records.load(folder)
+        except records.ExperimentError:  # the database appears once the manager runs
             exp = None
         if exp is not None:
             if status == "DONE" or (trials and sum(t.end_ms is not None for t in exp.trials) >= trials):

@@ -51,10 +51,11 @@ def _model(method: str, patch: int, n_classes: int, sparsity: float):
     """A compiled U-Net and the callbacks its training needs."""
     import keras
 
+    from segmodel.compress.config_list import prunable_weights, weighted_layers
+    from segmodel.compress.pruning import Pruner, magnitude_mask
     from segmodel.losses import task_loss
     from segmodel.metrics import training_metrics
     from segmodel.model import multi_unet_model
-    from segmodel.pruning import Pruner, magnitude_mask, prunable_weights, weighted_layers
 
     keras.utils.set_random_seed(0)
     model = multi_unet_model(0.1, n_classes, patch, patch, 3)

@@ -59,6 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args) -> int:
     from segmodel.errors import ParamError
+
     from .table import publish
 
     budget = dict(QUICK if args.quick else FULL)
@@ -100,9 +101,10 @@ def train(out: Path, budget: dict, seed: int) -> dict[str, Path]:
 def run(out: Path, budget: dict, seed: int, models: dict | None, threads: int | None) -> dict:
     import keras
 
-    from segmodel import amx
     from segmodel import data as datasets
-    from segmodel.export import evaluate_file, float32_model, representative_images
+    from segmodel.deploy import amx
+    from segmodel.deploy.export import evaluate_file
+    from segmodel.deploy.quantize import float32_model, representative_images
     from segmodel.params import resolve
 
     out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +141,7 @@ def convert_forms(model, images, batch: int = 1, side: int | None = None) -> dic
     """Every form of `model` as export converts it, from one fixed-shape SavedModel."""
     import tempfile
 
-    from segmodel.quantize import convert_saved_model, static_saved_model
+    from segmodel.deploy.quantize import convert_saved_model, static_saved_model
     with tempfile.TemporaryDirectory() as tmp:
         shape = static_saved_model(model, Path(tmp), batch, side)
         return {form: convert_saved_model(Path(tmp), "int8" if form == INT8_SOFTMAX else form, images, shape,
@@ -152,7 +154,7 @@ def convert_free_batch(model, images, side: int) -> dict:
     computed at run time), int8 with the converter's own calibration and an int8 softmax."""
     import tempfile
 
-    from segmodel.quantize import at_size, convert_saved_model, int8
+    from segmodel.deploy.quantize import at_size, convert_saved_model, int8
     with tempfile.TemporaryDirectory() as tmp:
         at_size(model, side).export(tmp, format="tf_saved_model", verbose=False)
         shape = (1, side, side, int(model.input_shape[-1]))  # calibration images tiled to the side
@@ -161,7 +163,7 @@ def convert_free_batch(model, images, side: int) -> dict:
 
 
 def _runner(content: bytes, threads):
-    from segmodel.inference import TFLiteRunner
+    from segmodel.deploy.runners import TFLiteRunner
     return TFLiteRunner(content, threads=threads)
 
 
@@ -175,8 +177,8 @@ def time_all(paths: dict, budget: dict, threads, calibration) -> dict:
     one batch size at a time, all of that batch's files in the same rounds."""
     import keras
 
-    from segmodel.export import float32_model
-    from segmodel.tflite_speed import images_per_second
+    from segmodel.deploy.quantize import float32_model
+    from segmodel.deploy.speed import images_per_second
     side, cells = budget["side"], {}
     for batch in budget["batches"]:
         runners = {}
@@ -200,8 +202,8 @@ def _machine(threads) -> dict:
 
     import tensorflow as tf
 
-    from segmodel import amx
-    from segmodel.inference import tflite_interpreter_class
+    from segmodel.deploy import amx
+    from segmodel.deploy.runners import tflite_interpreter_class
     from segmodel.runtime import available_cores as _cores
     from segmodel.runtime import cpu_name
     return {"cpu": cpu_name(), "amx": amx.state(), "cores": _cores(), "tflite_threads": threads or _cores(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from segmodel.timing import timed_calls  # noqa: F401  (the one call timer, also the product's)
+from segmodel.deploy.speed import timed_calls  # noqa: F401  (the one call timer, also the product's)
 
 
 def timed_rounds(variants: dict, rounds: int, steps: int) -> dict[str, float]:
@@ -28,7 +28,7 @@ def timed_rounds(variants: dict, rounds: int, steps: int) -> dict[str, float]:
             keras.mixed_precision.set_global_policy(policy)
             ends: list[float] = []
             clock = keras.callbacks.LambdaCallback(
-                on_train_batch_end=lambda batch, logs=None: ends.append(time.perf_counter()))
+                on_train_batch_end=lambda batch, logs=None, ends=ends: ends.append(time.perf_counter()))
             run_steps(steps + 1, [clock])
             times[name] += [b - a for a, b in zip(ends, ends[1:])]
     return {name: statistics.median(t) for name, t in times.items()}

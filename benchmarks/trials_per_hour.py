@@ -7,7 +7,7 @@ command (the default experiment's settings), `--trials` trials, Random tuner, no
 assessor, and no SEGMODEL_TRIAL_CONCURRENCY in the environment, so each trial finds the
 concurrency itself (NNI REST API, segmodel/runtime.py) and sizes its thread pools to
 cores // concurrency. Progress is read from the experiment's own database
-(segmodel.experiments, as `report` does). Throughput = trials / (last trial end - first
+(segmodel.experiment.records, as `report` does). Throughput = trials / (last trial end - first
 trial start). A trial's CPU seconds are measured from outside it: NNI runs trialCommand
 in bash, and this bench appends bash's `times` (user + system of the finished children,
 i.e. the trial process) to its experiment's command; nothing in the trial runs for it.

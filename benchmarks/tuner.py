@@ -25,10 +25,10 @@ from pathlib import Path
 
 import yaml  # installed with nni
 
-from segmodel import experiments
-from segmodel.experiments import Experiment, Trial
+from segmodel.experiment import records
+from segmodel.experiment.records import Experiment, Trial
+from segmodel.experiment.report import best_curve, best_so_far
 from segmodel.files import write_text_atomic
-from segmodel.report import best_curve, best_so_far
 
 from .nni_runs import absolute_paths, run_experiment
 
@@ -162,7 +162,7 @@ def main(args: argparse.Namespace) -> int:
     runs = []  # (variant, seed, experiment)
     for given in args.experiments:
         name, _, exp = given.rpartition("=")
-        exp = experiments.load(exp)
+        exp = records.load(exp)
         runs.append((name, ((exp.config.get("tuner") or {}).get("classArgs") or {}).get("seed", ""), exp))
     todo = [v for path in args.configs for v in variants(path, args.plain)]
     for seed in range(args.runs if todo else 0):  # seed by seed, so drift in the machine's speed hits every variant alike

@@ -6,7 +6,7 @@ For each size, an experiment folder whose db/nni.sqlite (NNI 3.0's own schema, r
 the installed nni_node) and log/nnimanager.log hold that many ended trials, written row
 for row as NNI's manager writes them (`ManagerRecord`). Then, in interleaved rounds, one
 more trial ends in each experiment and each way of learning about it is timed: `full`,
-reading the whole experiment (`experiments.load`, what every trial_end did before), and
+reading the whole experiment (`records.load`, what every trial_end did before), and
 `incremental`, the adapter's `TrialTable.refresh`, which reads only the rows added since
 its last read. Prints one JSON line per size: median milliseconds and full/incremental.
 """
@@ -44,7 +44,7 @@ class ManagerRecord:
         self.db = sqlite3.connect(self.folder / "db" / "nni.sqlite", isolation_level=None)
         self.db.executescript(SCHEMA)
         self.db.execute("insert into ExperimentProfile values (?,?,?,?,?,?,?,?)",
-                        (json.dumps({"trialConcurrency": 1, "tuner": {"className": "segmodel.tuning.InformedTuner"}}),
+                        (json.dumps({"trialConcurrency": 1, "tuner": {"className": "segmodel.experiment.tuner.InformedTuner"}}),
                          exp_id, 0, self._now(), None, str(self.folder.parent), 0, 0))
         self.log = (self.folder / "log" / "nnimanager.log").open("a")
         self.sequence = 0
@@ -129,18 +129,18 @@ def add_arguments(p) -> None:
 def measure(sizes: list[int], rounds: int) -> list[dict]:
     """One row per size. Every round ends one more trial in each experiment and times both
     reads of each, so a busy CPU slows all sizes and both reads alike."""
-    from segmodel import experiments
+    from segmodel.experiment import records
     with tempfile.TemporaryDirectory() as tmp:
         runs = []
         for n in sizes:
             record = ManagerRecord(Path(tmp) / f"bench{n:04d}")
             for pid in range(n):
                 record.trial(pid, stopped=pid % 2 == 1)
-            runs.append((n, record, experiments.TrialTable(record.folder).refresh(), {"full": [], "incremental": []}))
+            runs.append((n, record, records.TrialTable(record.folder).refresh(), {"full": [], "incremental": []}))
         for r in range(rounds):
             for n, record, table, times in runs:
                 record.trial(n + r)
-                for name, read in (("full", lambda: experiments.load(record.folder)), ("incremental", table.refresh)):
+                for name, read in (("full", lambda folder=record.folder: records.load(folder)), ("incremental", table.refresh)):
                     t = time.perf_counter()
                     read()
                     times[name].append(time.perf_counter() - t)

@@ -54,6 +54,7 @@ def parse_widths(spec: str) -> tuple[str, tuple[int, ...]]:
 
 def main(args) -> int:
     from segmodel.errors import ParamError
+
     from .table import publish
     if args.side % 16:
         raise ParamError(f"--side must be a multiple of 16, got {args.side}")
@@ -69,13 +70,13 @@ def run(rows: dict, side: int, batches, rounds: int, threads) -> dict:
     import keras
     import numpy as np
 
-    from segmodel import amx
-    from segmodel.flops import count_flops
-    from segmodel.inference import TFLiteRunner
+    from segmodel.compress.flops import count_flops
+    from segmodel.deploy import amx
+    from segmodel.deploy.quantize import convert
+    from segmodel.deploy.runners import TFLiteRunner
+    from segmodel.deploy.speed import images_per_second
     from segmodel.model import multi_unet_model
-    from segmodel.quantize import convert
     from segmodel.runtime import available_cores, cpu_name
-    from segmodel.tflite_speed import images_per_second
 
     amx_state = amx.refuse()  # before the first interpreter (segmodel/amx.py)
     keras.mixed_precision.set_global_policy("float32")

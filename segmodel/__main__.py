@@ -9,10 +9,11 @@ import argparse
 import importlib
 import sys
 
+from . import cli_trial
 from .cli import FLAG_STYLE, normalize_flags
 from .errors import ParamError, SegmodelError
 
-COMMAND_MODULES = ("segmodel.data.cli", "segmodel.report", "segmodel.export", "segmodel.retrain", "segmodel.predict")
+COMMAND_MODULES = ("segmodel.data.cli", "segmodel.experiment.report", "segmodel.deploy.export", "segmodel.retrain", "segmodel.deploy.predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,9 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:  # imported here: the trial parses its own flags (TensorFlow loads only after)
-        from .cli_trial import main as trial_main
-        return trial_main(argv[1:], prog="python -m segmodel train")
+    if argv[:1] == ["train"]:  # the trial parses its own flags (TensorFlow loads only after)
+        return cli_trial.main(argv[1:], prog="python -m segmodel train")
     argv = normalize_flags(argv)
     try:
         head, rest = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])

@@ -7,8 +7,8 @@ import contextlib
 import json
 import sys
 
-from . import nni_bridge
 from .errors import SegmodelError
+from .experiment import nni_bridge
 from .params import parse_flags, resolve
 
 
@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None, prog: str = "trial.py") -> int:
         params = resolve(flags, nni_bridge.tuned_parameters())
         out_dir = params.output_dir or nni_bridge.output_dir() or "out"
         with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines are progress: stderr
-            from .train import run_trial  # after the parameters are valid: importing TensorFlow takes seconds
+            from .train import (
+                run_trial,  # after the parameters are valid: importing TensorFlow takes seconds
+            )
             metrics = run_trial(params, nni_bridge.Reporter(), out_dir)
     except SegmodelError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

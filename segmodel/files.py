@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 
 from .errors import SegmodelError
-
+from .surgery import fresh_copy
 
 # ---- writing ------------------------------------------------------------------------
 
@@ -37,8 +37,7 @@ def save_model_atomic(model, path: Path) -> None:
     training phase left on the model and which would double the file."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
-    ship = type(model).from_config(model.get_config())  # clone_model would copy the compile state
-    ship.set_weights(model.get_weights())
+    ship = fresh_copy(model)
     try:
         ship.save(tmp)
         os.replace(tmp, path)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import segmodel  # noqa: F401  (sets SM_FRAMEWORK before segmentation_models is imported)
 import segmentation_models as sm
+
+import segmodel  # noqa: F401  (sets SM_FRAMEWORK before segmentation_models is imported)
 
 
 def task_loss(class_weights: Sequence[float]):

@@ -13,10 +13,10 @@ import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
-from .errors import ParamError
 from .cli import FLAG_STYLE, normalize_flags
 from .data.palette import DEFAULT_TOLERANCE
 from .data.pipeline import DEFAULT_PATCH_SIZE
+from .errors import ParamError
 from .files import parse_json, read_json
 
 SCHEDULES = ("init", "oneshot", "agp")
@@ -25,11 +25,11 @@ WEIGHT_CRITERIA = ("l1", "l2", "fpgm")            # ranked from the kernels
 ACTIVATION_CRITERIA = ("apoz", "mean_activation")  # ranked from activations on calibration patches
 CRITERIA = WEIGHT_CRITERIA + ACTIVATION_CRITERIA
 ARCHITECTURES = ("seed", "bn", "leaky")  # segmodel.model
-ALLOCATIONS = ("global", "uniform")  # segmodel.pruning.Pruner
+ALLOCATIONS = ("global", "uniform")  # segmodel.compress.pruning.Pruner
 FINETUNE_LRS = ("cosine", "constant")
-KD_BALANCES = ("pixels", "classes")  # segmodel.distill.kd_loss
+KD_BALANCES = ("pixels", "classes")  # segmodel.compress.distill.kd_loss
 OBJECTIVES = ("accuracy", "iou")
-DEPLOY_FORMATS = ("float32", "int8")  # segmodel.latency
+DEPLOY_FORMATS = ("float32", "int8")  # segmodel.deploy.latency_probe
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from .cli import add_command, default_out
 from .errors import ParamError
+from .experiment import nni_bridge, records
+from .params import from_saved, parse_flags
 
 
 def register(subparsers) -> None:
@@ -35,7 +37,6 @@ def register(subparsers) -> None:
 
 def retrain_params(trial_params: dict, out: Path, flags: list[str]):
     """The trial's parameters, then the output folder, then the flags."""
-    from .params import from_saved, parse_flags
     params = from_saved(trial_params, "the trial's params.json")
     params.update({"output_dir": str(out)}, "retrain")
     given = parse_flags(flags, prog="retrain --")
@@ -45,9 +46,8 @@ def retrain_params(trial_params: dict, out: Path, flags: list[str]):
 
 
 def main(args: argparse.Namespace) -> int:
-    from . import experiments, nni_bridge
 
-    trial, exp = experiments.select_trial(args.experiment, args.trial, args.metric)
+    trial, exp = records.select_trial(args.experiment, args.trial, args.metric)
     if trial.diverged and not args.trial_flags:
         raise ParamError(f"trial {trial.id} diverged ({trial.diverged}): its parameters would diverge again; "
                          "change them with trial flags after -- (e.g. -- --learning-rate 1e-4)")
@@ -56,7 +56,9 @@ def main(args: argparse.Namespace) -> int:
     before = trial.metrics
     print(f"retrain: trial {trial.id} (val mean IoU {before.get('iou', float('nan')):.4f}) with "
           f"{params.epochs} + {params.finetune_epochs} epochs into {args.out}", file=sys.stderr, flush=True)
-    from .train import run_trial  # after the parameters are valid: importing TensorFlow takes seconds
+    from .train import (
+        run_trial,  # after the parameters are valid: importing TensorFlow takes seconds
+    )
     with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines are progress: stderr
         metrics = run_trial(params, nni_bridge.Reporter(), args.out)
     print(json.dumps(metrics, indent=2, sort_keys=True))

@@ -6,21 +6,14 @@ creation, TensorFlow fixes its thread pools at first use).
 Threads: NNI starts `trialConcurrency` trials at once on one machine, and each
 TensorFlow process would otherwise size its pools to every core, so N trials
 oversubscribe the CPU N times over. Each trial takes its share instead:
-cores // concurrency. NNI does not tell a trial the concurrency, so we ask:
-$SEGMODEL_TRIAL_CONCURRENCY if set, else the NNI manager's REST API (its address is
-in the trial's $NNI_TRIAL_COMMAND_CHANNEL), else 1.
+cores // concurrency (the concurrency is asked of NNI by `experiment.manager`).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
-import urllib.parse
-import urllib.request
-
-CONCURRENCY_ENV = "SEGMODEL_TRIAL_CONCURRENCY"
-
+from typing import Callable
 
 # ---- precision -----------------------------------------------------------------------
 
@@ -96,65 +89,8 @@ def available_cores() -> int:
     return max(1, cores)
 
 
-def _manager_urls(channel: str) -> list[str]:
-    """Candidate REST URLs for the experiment profile, from the trial's command-channel
-    URL (ws://host:port/[url_prefix/]channel-path/id): the prefix is unknown, so try
-    each leading run of path segments, shortest first."""
-    url = urllib.parse.urlsplit(channel)
-    if not url.hostname or not url.port:
-        return []
-    scheme = "https" if url.scheme in ("wss", "https") else "http"
-    parts = [p for p in url.path.split("/") if p]
-    return [f"{scheme}://{url.netloc}/" + "/".join([*parts[:k], "api/v1/nni/experiment"])
-            for k in range(len(parts))]
-
-
-def concurrency_from_profile(profile: dict) -> int | None:
-    """trialConcurrency per machine from NNI's experiment profile (remote training
-    services spread trials over `machineList`)."""
-    params = (profile or {}).get("params") or {}
-    n = params.get("trialConcurrency")
-    if not isinstance(n, int) or n < 1:
-        return None
-    services = params.get("trainingService")
-    services = services if isinstance(services, list) else [services or {}]
-    machines = sum(len(s.get("machineList") or []) for s in services if isinstance(s, dict))
-    return max(1, math.ceil(n / machines)) if machines else n
-
-
-def nni_concurrency(timeout: float = 2.0) -> int | None:
-    """The running experiment's trial concurrency, asked of the NNI manager, or None."""
-    channel = os.environ.get("NNI_TRIAL_COMMAND_CHANNEL", "")
-    for url in _manager_urls(channel):
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:
-                profile = json.loads(r.read() or b"null")
-        except (OSError, ValueError):
-            continue
-        if isinstance(profile, dict) and "params" in profile:
-            return concurrency_from_profile(profile)
-    return None
-
-
-def trial_concurrency() -> tuple[int, str]:
-    """(trials running at once on this machine, where that number came from)."""
-    raw = os.environ.get(CONCURRENCY_ENV, "").strip()
-    if raw:
-        try:
-            return max(1, int(raw)), CONCURRENCY_ENV
-        except ValueError:
-            print(f"warning: ignoring {CONCURRENCY_ENV}={raw!r} (not an integer)", file=sys.stderr)
-    if os.environ.get("NNI_TRIAL_COMMAND_CHANNEL"):
-        n = nni_concurrency()
-        if n is not None:
-            return n, "NNI experiment"
-    return 1, "default"
-
-
-def default_threads(concurrency: int | None = None) -> int:
+def default_threads(concurrency: int) -> int:
     """Cores available to this process divided by the trials that run beside it."""
-    if concurrency is None:
-        concurrency, _ = trial_concurrency()
     return max(1, available_cores() // max(1, concurrency))
 
 
@@ -184,15 +120,17 @@ def build_before_tracing(trainer, element_spec) -> bool:
 
 # ---- all together ----------------------------------------------------------------------
 
-def configure(params) -> str:
-    """Apply seeds, threads and precision; returns the precision policy in force."""
+def configure(params, concurrency: Callable[[], tuple[int, str]] = lambda: (1, "default")) -> str:
+    """Apply seeds, threads and precision; returns the precision policy in force.
+    `concurrency()`: (trials running at once on this machine, where that number came from),
+    asked only when --threads is not given (a trial passes experiment.manager.trial_concurrency)."""
     import keras
     import tensorflow as tf
 
     if params.threads:
         threads, why = params.threads, "--threads"
     else:
-        concurrency, source = trial_concurrency()
+        concurrency, source = concurrency()
         threads = default_threads(concurrency)
         why = f"{available_cores()} cores / {concurrency} concurrent trial(s), from {source}"
     try:

@@ -10,7 +10,7 @@ one global magnitude ranking unless --allocation uniform):
   agp      train dense `epochs`, then raise sparsity on the cubic AGP schedule while fine-tuning
 
 With `prune_mode channel` pruning removes whole filters: the model is rebuilt thinner
-(segmodel.channels) at the pruning point, or with agp at the end of fine-tuning, and the thin
+(segmodel.compress.channels) at the pruning point, or with agp at the end of fine-tuning, and the thin
 model is what is saved.
 
 What is pruned, and how, is `compression.py`'s; the callbacks live in `callbacks.py`,
@@ -26,18 +26,19 @@ from pathlib import Path
 import keras
 
 from . import data as datasets
-from . import activations, latency, nni_bridge, runtime
+from . import runtime
 from .artifacts import tensorboard_writer, write_trial_artifacts
 from .callbacks import DivergenceGuard, EpochReporter, History
-from .compression import Compression
-from .distill import Distiller, check_teacher
+from .compress import Compression, Distiller, check_teacher, count_flops, dead_summary
+from .deploy import latency_probe
 from .errors import TrainingDiverged
+from .experiment import manager, nni_bridge
 from .files import gzip_size, save_model_atomic, write_json_atomic
-from .flops import count_flops
 from .losses import task_loss
 from .metrics import evaluate_model, scores_from_confusion, training_metrics
 from .model import build_model
 from .params import Params
+from .surgery import fresh_copy
 
 
 def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
@@ -46,7 +47,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    precision = runtime.configure(params)
+    precision = runtime.configure(params, manager.trial_concurrency)
     if params.kd and params.teacher:  # its input and classes, from the file's config, before any training
         check_teacher(params.teacher, params.patch_size, 3, len(params.class_weights))
     splits = datasets.load(params)
@@ -76,10 +77,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     except TrainingDiverged as e:
         metrics = {"default": 0.0, "diverged": 1, "diverged_reason": str(e),
                    "duration_s": round(time.time() - started, 1)}
-        history.write_csv(out / "history.csv")
-        write_json_atomic(out / "params.json", params.to_dict())  # what diverged: retrain can say so
-        write_json_atomic(out / "metrics.json", metrics)
-        reporter.final(_numeric(metrics))
+        _conclude(out, params, history, metrics, reporter)  # params too: retrain can say what diverged
         return metrics
     finally:
         if tensorboard:
@@ -92,7 +90,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
         **{k: v for k, v in final.items() if k != "class_iou"},
         **{f"iou_{name}": v for name, v in final["class_iou"].items()},
         **stats,
-        **activations.dead_summary(model, splits.val),  # channels that never fire on the validation set
+        **dead_summary(model, splits.val),  # channels that never fire on the validation set
         **({"dense_accuracy": dense["accuracy"], "dense_iou": dense["iou"]} if dense else {}),
         **dense_size,
         "flops": count_flops(model),
@@ -115,16 +113,21 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     # raw and gzip: a pruned model's zeros cost full size raw, almost nothing gzipped
     metrics.update(model_bytes=shipped.stat().st_size, model_gzip_bytes=gzip_size(shipped))
     if params.deploy_size:  # the shipped model's speed here, against the dense one of the same architecture
-        metrics.update(latency.measure(model, build_model(params, splits.n_classes), splits, params.deploy_size,
-                                       params.deploy_format))
+        metrics.update(latency_probe.measure(model, build_model(params, splits.n_classes), splits, params.deploy_size,
+                                             params.deploy_format))
         if params.min_speedup:
-            metrics["default"] = latency.constrained(metrics["default"], metrics["speedup"], params.min_speedup)
+            metrics["default"] = latency_probe.constrained(metrics["default"], metrics["speedup"], params.min_speedup)
+    _conclude(out, params, history, metrics, reporter)
+    write_trial_artifacts(out, model, splits, history, metrics)  # plots, after the result is safe; never fails
+    return metrics
+
+
+def _conclude(out: Path, params: Params, history: History, metrics: dict, reporter) -> None:
+    """Every trial's end, diverged or not: history, params and metrics on disk, then the final result."""
     history.write_csv(out / "history.csv")
     write_json_atomic(out / "params.json", params.to_dict())
     write_json_atomic(out / "metrics.json", metrics)
     reporter.final(_numeric(metrics))
-    write_trial_artifacts(out, model, splits, history, metrics)  # plots, after the result is safe; never fails
-    return metrics
 
 
 # ---- phases -------------------------------------------------------------------
@@ -177,10 +180,7 @@ def _teacher(model, params: Params):
     if params.teacher:
         teacher = keras.models.load_model(params.teacher, compile=False)
     else:
-        # from_config, not clone_model: clone_model re-compiles the copy and cannot
-        # deserialize segmentation_models' summed loss.
-        teacher = keras.Model.from_config(model.get_config())
-        teacher.set_weights(model.get_weights())
+        teacher = fresh_copy(model)
     teacher.trainable = False
     return teacher
 

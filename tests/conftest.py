@@ -46,3 +46,14 @@ def exported(artifacts, trial):
     """`export` of the tiny trial, every format."""
     from artifact_helpers import tiny_export
     return tiny_export(artifacts)
+
+
+@pytest.fixture(scope="module")
+def unet():
+    """The seed's U-Net at 32 px with random weights (every channel distinct), for pruning tests."""
+    import keras
+    from channel_helpers import randomize
+
+    from segmodel.model import multi_unet_model
+    keras.utils.set_random_seed(0)
+    return randomize(multi_unet_model(0.1, 6, 32, 32, 3))

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from segmodel.experiments import ENDED, free_port  # noqa: F401  (free_port: the tests' helper too)
+from segmodel.experiment.manager import free_port  # noqa: F401  (the tests' helper too)
+from segmodel.experiment.records import ENDED
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -86,9 +87,18 @@ class NNIExperiment:
             raise RuntimeError(f"nnictl create failed:\n{out.stdout}\n{out.stderr}")
         self.id = self.get("/experiment")["id"]
 
-    def stop(self) -> None:
+    def stop(self) -> subprocess.CompletedProcess | None:
         if self.id:
-            subprocess.run([NNICTL, "stop", self.id], env=self.env, capture_output=True, timeout=120)
+            return subprocess.run([NNICTL, "stop", self.id], env=self.env, capture_output=True, text=True,
+                                  timeout=120)
+        return None
+
+    def resume(self) -> None:
+        """`nnictl resume` on a new free port: the experiment goes on where it stopped."""
+        self.port = free_port()
+        resumed = subprocess.run([NNICTL, "resume", self.id, "--port", str(self.port)], env=self.env,
+                                 capture_output=True, text=True, timeout=180, cwd=self.workdir)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
 
     # -- REST API -----------------------------------------------------------------
     def get(self, path: str):

@@ -1,7 +1,7 @@
 """A test assessor that NNI loads by className (codeDirectory: tests/): it stops the first
 trial it sees at that trial's first intermediate result and lets every other trial run.
 A deterministic stand-in for Medianstop, whose decisions depend on the model's scores."""
-from nni.assessor import AssessResult, Assessor
+from nni.assessor import Assessor, AssessResult
 
 
 class StopFirstTrial(Assessor):

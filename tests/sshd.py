@@ -24,7 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from segmodel.experiments import free_port  # NNI needs port+1 free too; harmless for sshd
+from segmodel.experiment.manager import (
+    free_port,  # NNI needs port+1 free too; harmless for sshd
+)
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 

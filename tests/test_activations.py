@@ -1,14 +1,13 @@
-"""Dead-unit statistics (segmodel.activations): APoZ, mean activation and "never fires" with
+"""Dead-unit statistics (segmodel.compress.activation_stats): APoZ, mean activation and "never fires" with
 NNI's semantics, on hand-made models whose channels are known, checked against numpy."""
 
 import keras
 import numpy as np
 import pytest
-
 from artifact_helpers import assert_refused_before_tensorflow
 from keras import layers
 
-from segmodel.activations import collect, dead_summary, observed_layers
+from segmodel.compress.activation_stats import collect, dead_summary, observed_layers
 from segmodel.errors import ParamError
 from segmodel.params import resolve
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from segmodel import amx
+from segmodel.deploy import amx
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64",
                                 reason="seccomp filter for x86-64 Linux")
@@ -39,7 +39,7 @@ def _run(code, env=None):
 def test_the_filter_refuses_the_amx_request_only_and_children_inherit_it():
     before = json.loads(_run(PROBE).stdout)
     assert before["req"] != errno.EPERM  # granted (0) on an AMX CPU, EINVAL elsewhere
-    after = json.loads(_run("from segmodel import amx; amx.install_filter()\n" + PROBE).stdout)
+    after = json.loads(_run("from segmodel.deploy import amx; amx.install_filter()\n" + PROBE).stdout)
     assert after == {"req": errno.EPERM, "get": 0, "child": errno.EPERM}
 
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from nni_helpers import ROOT
 
 sys.path.insert(0, str(ROOT))  # `benchmarks` lives at the repository root, outside the package
@@ -18,7 +17,6 @@ sys.path.insert(0, str(ROOT))  # `benchmarks` lives at the repository root, outs
 from benchmarks import BENCHES, grid, table  # noqa: E402
 from benchmarks.__main__ import build_parser, main  # noqa: E402
 from benchmarks.presets import Preset  # noqa: E402
-
 
 # ---- the paired table -------------------------------------------------------------------------
 

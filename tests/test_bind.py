@@ -1,7 +1,7 @@
 """The NNI manager's web UI / REST API listens on 127.0.0.1 unless SEGMODEL_BIND opens it.
 
-Three layers, each real: the Node preload (segmodel/loopback.js) in NNI's own node binary;
-the import hook that puts it in NODE_OPTIONS (segmodel/loopback_hook.py); and the whole
+Three layers, each real: the Node preload (segmodel/experiment/loopback.js) in NNI's own node binary;
+the import hook that puts it in NODE_OPTIONS (segmodel/experiment/loopback_hook.py); and the whole
 route a user takes - `pip install` (regular and editable) into a fresh venv, then that
 venv's `nnictl create` - read back from the kernel's socket table. No test sends a byte
 to any address but loopback.
@@ -17,17 +17,16 @@ import sysconfig
 import urllib.request
 from pathlib import Path
 
+import nni_helpers
 import nni_node
 import psutil
 import pytest
-
-import nni_helpers
 from nni_helpers import ROOT, NNIExperiment, base_config, final_and_intermediate
 
-from segmodel import listening, loopback_hook
+from segmodel.experiment import listening, loopback_hook
 
 NODE = str(Path(nni_node.__path__[0]) / "node")
-PRELOAD = ROOT / "segmodel" / "loopback.js"
+PRELOAD = ROOT / "segmodel" / "experiment" / "loopback.js"
 WILDCARDS = {"0.0.0.0", "::"}
 
 # A stand-in for nni_node/main.js: one HTTP server, listened to as LISTEN says, then a GET
@@ -141,7 +140,7 @@ def test_preload_bad_value_is_one_line_exit_2(tmp_path):
 def test_python_and_node_agree_on_bind_values(tmp_path, value):
     """The hook (nnictl's side) and the preload (the manager's) accept the same values,
     and both refuse a bad one with the same line and exit 2."""
-    python = subprocess.run([sys.executable, "-m", "segmodel.loopback_hook"], env=clean_env(SEGMODEL_BIND=value),
+    python = subprocess.run([sys.executable, "-m", "segmodel.experiment.loopback_hook"], env=clean_env(SEGMODEL_BIND=value),
                             capture_output=True, text=True, timeout=60, cwd=ROOT)
     node = run_node(fake_manager(tmp_path), {"SEGMODEL_BIND": value, "LISTEN": "none"})  # judge, don't listen
     assert (python.returncode, python.stderr) == (node.returncode, node.stderr if node.returncode else "")
@@ -197,7 +196,7 @@ def test_node_parses_a_quoted_preload_path(tmp_path):
 HOOK_PROBE = """
 import json, os, sys
 sys.path.insert(0, {root!r})
-from segmodel import loopback_hook
+from segmodel.experiment import loopback_hook
 loopback_hook.install(); loopback_hook.install()
 before = os.environ.get("NODE_OPTIONS")
 import nni_node
@@ -318,7 +317,7 @@ def test_pip_install_ships_the_hook(venvs, kind):
     home = venv.parent / "src" if kind == "editable" else Path(
         subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                 text=True).strip())
-    assert out.stdout.strip() == f'--max-old-space-size=100 --require "{home / "segmodel" / "loopback.js"}"'
+    assert out.stdout.strip() == f'--max-old-space-size=100 --require "{home / "segmodel" / "experiment" / "loopback.js"}"'
 
 
 @pytest.mark.slow

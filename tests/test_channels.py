@@ -6,15 +6,21 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from channel_helpers import (
+    assert_equal_outputs,
+    branchy_model,
+    kill,
+    outputs,
+    randomize,
+)
 from keras import layers
 
-from segmodel.channel_masks import masked_copy
-from segmodel.channels import dead_plan, importance, plan, rebuild
+from segmodel.compress.channel_masks import masked_copy
+from segmodel.compress.channels import dead_plan, plan, rebuild
+from segmodel.compress.flops import count_flops
+from segmodel.compress.importance import importance
 from segmodel.errors import ParamError
-from segmodel.flops import count_flops
 from segmodel.model import multi_unet_model
-
-from channel_helpers import assert_equal_outputs, branchy_model, kill, outputs, randomize
 
 HALF = [{"sparsity": 0.5, "op_types": ["default"]}]
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -102,7 +108,7 @@ def test_pruning_exactly_the_dead_channels_leaves_the_outputs_unchanged(architec
     assert {0, 5}.isdisjoint(p.keep["down1_conv1"].tolist())
     assert len(p.keep["logits"]) == 6 and thin.count_params() < 0.8 * model.count_params()
     # only dead channels went: each removed one never fires on x
-    from segmodel.activations import collect
+    from segmodel.compress.activation_stats import collect
     stats = collect(model, x)
     for name, kept in p.keep.items():
         removed = np.setdiff1d(np.arange(p.channels[name]), kept)
@@ -346,7 +352,7 @@ def test_channel_trial_saves_and_reports_the_thin_model(channel_trial):
 
 
 def test_channel_mode_with_schedule_init_trains_the_thin_model(tmp_path):
-    from artifact_helpers import QuietReporter, TRIAL_FLAGS, tiny_dataset
+    from artifact_helpers import TRIAL_FLAGS, QuietReporter, tiny_dataset
 
     from segmodel.params import resolve
     from segmodel.train import run_trial
@@ -375,7 +381,7 @@ def test_thin_model_exports_to_tflite_float_and_int8(channel_trial, tmp_path):
 
 def test_report_pareto_plot_can_put_flops_on_the_x_axis(tmp_path, capsys):
     from segmodel.__main__ import main
-    from segmodel.report import pareto_front, plot_pareto
+    from segmodel.experiment.report import pareto_front, plot_pareto
     rows = [{"rank": i + 1, "seq": i, "iou": iou, "mflops": f, "sparsity": s, "gzip_mb": None}
             for i, (iou, f, s) in enumerate([(0.60, 47.5, 0.0), (0.59, 12.0, 0.75), (0.50, 20.0, 0.5)])]
     assert pareto_front([(r["mflops"], r["iou"]) for r in rows], maximize_x=False) == [1, 0]  # 20 MFLOPs dominated
@@ -411,7 +417,7 @@ def test_the_compress_space_holds_uniform_half_and_level_1s_encoder_kept():
     """At floor 0.5 the tightest plan of each prune_config choice is a shape measured on five seeds:
     uniform 50 % (benchmarks' l1-50-init-d0) and level 1's encoder kept whole (l1-50-enc16-init-d0)."""
     from benchmarks.presets import HALF_KEEPING
-    from segmodel.cost_pruning import target_plan
+    from segmodel.compress.cost_target import target_plan
     from segmodel.model import build_model
     from segmodel.params import Params
     space = json.loads((CONFIGS / "compress_search_space.json").read_text())

@@ -4,14 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
 import segmodel  # noqa: F401  (sets SM_FRAMEWORK)
-import keras
-
+from segmodel.compress.distill import logits_view
 from segmodel.data.palette import CLASS_NAMES
-from segmodel.distill import logits_view
 from segmodel.metrics import jacard_coef, scores_from_confusion
 from segmodel.model import multi_unet_model
 
@@ -65,10 +64,20 @@ def test_keras_mean_iou_accumulates_over_batches_not_averages_them():
     assert float(m.result()) == pytest.approx(scores_from_confusion(cm, "ab")["iou"])
 
 
-def test_task_loss_weights_are_normalized():
+def test_task_loss_sees_the_class_weights_normalized():
+    """Only the weights' ratios matter: the trial's loss for (2, 2, 0, ...) is the loss for
+    (1, 1, 0, ...), and not the loss sm's DiceLoss would give the raw (2, 2, 0, ...)."""
+    from segmodel.losses import task_loss
     from segmodel.params import Params
-    p = Params(weight1=2, weight2=2, weight3=0, weight4=0, weight5=0, weight6=0)
-    assert p.class_weights == [0.5, 0.5, 0, 0, 0, 0]
+    zeros = dict(weight3=0, weight4=0, weight5=0, weight6=0)
+    doubled, single = Params(weight1=2, weight2=2, **zeros), Params(weight1=1, weight2=1, **zeros)
+    assert doubled.class_weights == single.class_weights == [0.5, 0.5, 0, 0, 0, 0]
+    rng = np.random.default_rng(0)
+    truth = np.eye(6, dtype=np.float32)[rng.integers(0, 6, (2, 8, 8))]
+    probs = keras.ops.convert_to_numpy(keras.ops.softmax(rng.normal(size=(2, 8, 8, 6)).astype(np.float32)))
+    loss = float(task_loss(doubled.class_weights)(truth, probs))
+    assert loss == pytest.approx(float(task_loss(single.class_weights)(truth, probs)))
+    assert loss != pytest.approx(float(task_loss([2, 2, 0, 0, 0, 0])(truth, probs)))
 
 
 def test_trial_writes_metrics_and_a_pruned_model(tmp_path):

@@ -6,25 +6,19 @@ import math
 import keras
 import numpy as np
 import pytest
-
-from segmodel.channel_masks import masked_copy
-from segmodel.channels import rebuild, resized_config
-from segmodel.cost_pruning import target_plan
-from segmodel.errors import ParamError
-from segmodel.flops import count_flops
-from segmodel.model import multi_unet_model
-
 from artifact_helpers import assert_refused_before_tensorflow
 from channel_helpers import assert_equal_outputs, branchy_model, kill, randomize
 
+from segmodel.compress.channel_masks import masked_copy
+from segmodel.compress.channels import rebuild
+from segmodel.compress.cost_target import target_plan
+from segmodel.compress.flops import count_flops
+from segmodel.errors import ParamError
+from segmodel.model import multi_unet_model
+from segmodel.surgery import resized_config
+
 ALL = [{"op_types": ["default"]}]
 X32 = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
-
-
-@pytest.fixture(scope="module")
-def unet():
-    keras.utils.set_random_seed(0)
-    return randomize(multi_unet_model(0.1, 6, 32, 32, 3))
 
 
 def _flops_with(model, widths: dict) -> int:
@@ -92,8 +86,8 @@ def test_config_list_selects_the_layers_and_a_sparsity_in_it_is_refused(unet):
 
 @pytest.mark.parametrize("architecture", ["seed", "bn"])
 def test_dead_channels_go_first_and_below_the_floor(architecture):
-    from segmodel.activations import collect
-    from segmodel.channels import dead_plan
+    from segmodel.compress.activation_stats import collect
+    from segmodel.compress.channels import dead_plan
     keras.utils.set_random_seed(1)
     model = multi_unet_model(0.1, 6, 32, 32, 3, architecture=architecture)
     kill(model, "up2_conv2", slice(None), architecture)                 # a whole decoder layer
@@ -196,7 +190,7 @@ def test_params_with_a_target_select_layers_only():
 
 
 def test_compression_warns_in_one_line_when_the_floors_stop_it(capsys):
-    from segmodel.compression import Compression
+    from segmodel.compress.compression import Compression
     from segmodel.params import resolve
     params = resolve({"prune_mode": "channel", "prune_target": "flops:0.05", "channel_floor": "0.5",
                       "calibration_patches": "0", "patch_size": "32"})
@@ -218,7 +212,7 @@ def test_compression_warns_in_one_line_when_the_floors_stop_it(capsys):
 def test_channel_round_the_floors_refuse_is_said(capsys, floor, unrounded):
     """At floor 0.4 the U-Net's layers stop at 7/13/26/52/103 channels, none a multiple of 8:
     the trial says so in one line; at 0.5 (8/16/32/64/128) rounding holds and nothing is said."""
-    from segmodel.compression import Compression
+    from segmodel.compress.compression import Compression
     from segmodel.params import resolve
     params = resolve({"prune_mode": "channel", "prune_target": "flops:0.05", "channel_floor": floor,
                       "channel_round": "8", "calibration_patches": "0", "patch_size": "32"})
@@ -243,7 +237,7 @@ def test_channel_round_the_floors_refuse_is_said(capsys, floor, unrounded):
 def test_trial_with_a_flops_target_reports_what_it_kept(tmp_path):
     import json
 
-    from artifact_helpers import QuietReporter, TRIAL_FLAGS, tiny_dataset
+    from artifact_helpers import TRIAL_FLAGS, QuietReporter, tiny_dataset
 
     from segmodel.params import resolve
     from segmodel.train import run_trial

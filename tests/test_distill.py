@@ -7,8 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from segmodel.distill import Distiller, kd_loss, logits_view
+from segmodel.compress.distill import Distiller, kd_loss, logits_view
 from segmodel.errors import ParamError
+from segmodel.surgery import fresh_copy
 
 TEMPERATURES = [0.5, 1.0, 2.0, 4.0, 10.0]
 
@@ -119,16 +120,15 @@ def _tiny_batches(n=16, size=32, seed=0):
 
 @pytest.mark.parametrize("balance", ["pixels", "classes"])
 def test_distiller_trains_student_only_keeps_masks_under_bf16(policy, balance):
+    from segmodel.compress.pruning import Pruner
     from segmodel.losses import task_loss
     from segmodel.metrics import training_metrics
     from segmodel.model import multi_unet_model
-    from segmodel.pruning import Pruner
 
     policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
     student = multi_unet_model(0.1, 6, 32, 32, 3)
-    teacher = keras.Model.from_config(student.get_config())
-    teacher.set_weights(student.get_weights())
+    teacher = fresh_copy(student)  # the trial's own copy of its dense model
     teacher.trainable = False
     pruner = Pruner(student, [{"sparsity": 0.8, "op_types": ["default"]}])
     pruner.prune()
@@ -178,8 +178,7 @@ def test_distiller_with_alpha_zero_is_exactly_plain_training(policy):
     policy("float32")
     keras.utils.set_random_seed(0)
     start = multi_unet_model(0.1, 6, 32, 32, 3)
-    teacher = keras.Model.from_config(start.get_config())
-    teacher.set_weights(start.get_weights())
+    teacher = fresh_copy(start)
     data = _tiny_batches(n=16)
     finals = []
     for alpha in (None, 0.0):
@@ -252,7 +251,7 @@ def test_a_teacher_that_cannot_teach_is_one_line_before_any_training(teacher, me
     """The check reads the file's config: a mismatch fails with exit 2 before data, model or
     dense phase (it used to fail after the dense phase, when the teacher was first used)."""
     from segmodel.cli_trial import main
-    from segmodel.distill import check_teacher
+    from segmodel.compress.distill import check_teacher
     check_teacher(str(teachers / "ok.keras"), 32, 3, 6)  # the one that fits passes
     code = main(["--kd", "true", "--teacher", str(teachers / f"{teacher}.keras"), "--patch_size", "32",
                  "--precision", "float32", "--data_dir", str(tmp_path / "no-data-needed"),

@@ -1,6 +1,7 @@
 """A real NNI experiment: trials run, report per epoch, finish with a dict result."""
-import pytest
+import math
 
+import pytest
 from nni_helpers import NNIExperiment, base_config, final_and_intermediate
 
 pytestmark = pytest.mark.slow
@@ -24,8 +25,13 @@ def test_two_trials_succeed_and_report(tmp_path):
             assert isinstance(result, dict) and isinstance(result["default"], float)
             assert result["default"] == pytest.approx(result["accuracy"])
             assert 0.75 < result["sparsity"] < 0.85
-            for key in ("iou", "jacard", "loss", "params", "nonzero_params", "dense_accuracy"):
-                assert key in result
+            for key in ("iou", "jacard", "accuracy", "dense_accuracy", "dense_iou"):
+                assert 0 <= result[key] <= 1, (key, result[key])
+            assert result["loss"] > 0 and math.isfinite(result["loss"])
+            # what pruning bought, counted: nearly every weight is a conv's (biases and BN stay)
+            assert 0 < result["nonzero_params"] < result["params"]
+            assert 1 - result["nonzero_params"] / result["params"] == pytest.approx(result["sparsity"], abs=0.02)
+            assert result["diverged"] == 0 and result["duration_s"] > 0
         # Each trial saved its artifacts in NNI's trial output directory.
         for t in trials:
             out = exp.trial_dir(t["trialJobId"])

@@ -1,49 +1,11 @@
-"""Per-trial artifacts and `export` on a tiny real trial folder (run_trial, patch 32)."""
+"""`export` on a tiny real trial folder (run_trial, patch 32): every format, measured by running it."""
 import gzip
 
 import numpy as np
 import pytest
-
 from artifact_helpers import read_json
+
 from segmodel.__main__ import main
-
-
-def test_trial_writes_plots_history_and_tensorboard(trial):
-    for name in ("metrics.json", "params.json", "history.csv", "model.keras",
-                 "iou_vs_epoch.png", "loss_vs_epoch.png", "pr_curves.png", "predictions.png"):
-        path = trial / name
-        assert path.is_file() and path.stat().st_size > 0, name
-    assert (trial / "iou_vs_epoch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    lines = (trial / "history.csv").read_text().splitlines()
-    assert lines[0].startswith("epoch,phase,") and "val_mean_iou" in lines[0] and "val_loss" in lines[0]
-    assert [ln.split(",")[1] for ln in lines[1:]] == ["dense", "finetune"]
-    for run in ("train", "validation"):
-        assert list((trial / "tensorboard" / run).glob("events.out.tfevents.*")), run
-
-
-def test_precision_recall_matches_sklearn():
-    from sklearn.metrics import average_precision_score
-
-    from segmodel.artifacts import precision_recall
-    rng = np.random.default_rng(0)
-    y = rng.random(2000) < 0.3
-    score = np.round(np.clip(y * 0.3 + rng.random(2000) * 0.7, 0, 1), 2)  # ties on purpose
-    precision, recall, ap = precision_recall(y, score)
-    assert ap == pytest.approx(average_precision_score(y, score), abs=1e-9)
-    assert recall[-1] == pytest.approx(1.0) and np.all(np.diff(recall) >= 0)
-
-
-def test_tensorboard_dir_links_where_nni_button_looks(tmp_path, monkeypatch):
-    from segmodel import nni_bridge
-    out = tmp_path / "exp42" / "environments" / "local-env" / "trials" / "AbCdE"
-    out.mkdir(parents=True)
-    monkeypatch.setenv("NNI_PLATFORM", "local")
-    monkeypatch.setenv("NNI_OUTPUT_DIR", str(out))
-    monkeypatch.setenv("NNI_TRIAL_JOB_ID", "AbCdE")
-    monkeypatch.setenv("NNI_EXP_ID", "exp42")
-    logs = nni_bridge.tensorboard_dir(out)
-    button = tmp_path / "exp42" / "trials" / "AbCdE" / "output" / "tensorboard"
-    assert button.resolve() == (out / "tensorboard").resolve() == type(button)(logs)
 
 
 def test_export_writes_every_format_measured_by_running_it(trial, exported):
@@ -85,7 +47,7 @@ def test_every_tflite_file_ran_whole_on_xnnpack_and_was_timed(exported):
 
 
 def test_int8_model_has_int8_input_and_float_softmax_head(exported):
-    from segmodel.inference import tflite_interpreter_class
+    from segmodel.deploy.runners import tflite_interpreter_class
     interpreter = tflite_interpreter_class()(model_path=str(exported / "model_int8.tflite"))
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     assert inp["dtype"] == np.int8 and out["dtype"] == np.float32
@@ -101,7 +63,7 @@ def test_int8_model_has_int8_input_and_float_softmax_head(exported):
 def test_fixed_batch_file_answers_any_batch_and_xnnpack_agrees_with_builtin(exported):
     """A batch-1 file is fed in chunks: 3 images at once give what 3 single calls give; and
     XNNPACK's int8 kernels agree with TFLite's own kernels."""
-    from segmodel.inference import TFLiteRunner
+    from segmodel.deploy.runners import TFLiteRunner
     path = exported / "model_int8.tflite"
     x = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
     fast, plain = TFLiteRunner(path), TFLiteRunner(path, xnnpack=False)
@@ -143,15 +105,15 @@ def test_tflite_runner_goes_on_without_xnnpack_when_the_delegate_fails(exported,
     """The XNNPACK delegate sometimes cannot be created ("failed to create XNNPACK runtime");
     here it always fails, at creation or at the first run, and the runner must still answer,
     with the same numbers as TFLite's own kernels and one line on stderr saying so."""
-    from segmodel import inference
-    from segmodel.inference import TFLiteRunner
+    from segmodel.deploy import runners
+    from segmodel.deploy.runners import TFLiteRunner
 
     path = exported / "model_float32.tflite"
     x = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
     expected = TFLiteRunner(path, xnnpack=False).probabilities(x)
     capsys.readouterr()
 
-    real, resolver = inference.tflite_api()  # LiteRT's, or tf.lite's where LiteRT is not installed
+    real, resolver = runners.tflite_api()  # LiteRT's, or tf.lite's where LiteRT is not installed
 
     class BrokenDelegate(real):
         def __init__(self, *args, experimental_op_resolver_type=resolver.AUTO, **kwargs):
@@ -166,7 +128,7 @@ def test_tflite_runner_goes_on_without_xnnpack_when_the_delegate_fails(exported,
         return method
 
     monkeypatch.setattr(BrokenDelegate, fails_at, failing(fails_at))
-    monkeypatch.setattr(inference, "tflite_api", lambda: (BrokenDelegate, resolver))
+    monkeypatch.setattr(runners, "tflite_api", lambda: (BrokenDelegate, resolver))
     runner = TFLiteRunner(path)
     got = runner.probabilities(x)
     assert not runner.xnnpack

@@ -6,15 +6,14 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 import pytest
+from channel_helpers import assert_equal_outputs
 
-from segmodel.channel_masks import channel_masks, masked_copy
-from segmodel.compression import Compression
-from segmodel.flops import count_flops
+from segmodel.compress.channel_masks import channel_masks, masked_copy
+from segmodel.compress.compression import Compression
+from segmodel.compress.flops import count_flops
+from segmodel.compress.pruning import MaskConstraint, agp_sparsity
 from segmodel.model import multi_unet_model
 from segmodel.params import resolve
-from segmodel.pruning import MaskConstraint, agp_sparsity
-
-from channel_helpers import assert_equal_outputs
 
 RNG = np.random.default_rng(0)
 X = RNG.random((8, 32, 32, 3), dtype=np.float32)
@@ -92,8 +91,8 @@ def test_forced_channels_go_first_whatever_the_criterion_ranks():
     """What keeps masks from being lifted: a criterion may rank a zeroed filter anywhere (FPGM
     by its distance to the others: five 1x1 filters as points (0,0) (1,0) (0,1) (5,5) (0.4,0.4),
     (0.4,0.4) the nearest the median), but the channels an earlier plan removed go first."""
-    from segmodel.channels import plan
-    from segmodel.cost_pruning import target_plan
+    from segmodel.compress.channels import plan
+    from segmodel.compress.cost_target import target_plan
     inp = keras.Input((4, 4, 2))
     model = keras.Model(inp, keras.layers.Conv2D(2, 1, name="head")(keras.layers.Conv2D(5, 1, name="k")(inp)))
     model.get_layer("k").kernel.assign(np.array([[0, 0], [1, 0], [0, 1], [5, 5], [0.4, 0.4]], "float32").T[None, None])
@@ -110,7 +109,7 @@ def test_forced_channels_go_first_whatever_the_criterion_ranks():
 def test_trial_with_gradual_channel_pruning(tmp_path):
     import json
 
-    from artifact_helpers import QuietReporter, TRIAL_FLAGS, tiny_dataset
+    from artifact_helpers import TRIAL_FLAGS, QuietReporter, tiny_dataset
 
     from segmodel.train import run_trial
     params = resolve({**TRIAL_FLAGS, "data_dir": str(tiny_dataset(tmp_path)), "prune_mode": "channel",

@@ -1,9 +1,9 @@
 """A trial times what it ships (--deploy-size): float32 and int8 TFLite against its dense model."""
 import pytest
-
 from artifact_helpers import TRIAL_FLAGS, QuietReporter, tiny_dataset
+
+from segmodel.deploy.latency_probe import constrained
 from segmodel.errors import ParamError
-from segmodel.latency import constrained
 from segmodel.params import resolve
 
 

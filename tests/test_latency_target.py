@@ -5,21 +5,13 @@ import json
 
 import keras
 import pytest
-
 from artifact_helpers import TRIAL_FLAGS, QuietReporter, tiny_dataset
-from channel_helpers import randomize
-from segmodel.cost_pruning import fit_latency, target_plan
+
+from segmodel.compress.cost_target import search_latency, target_plan
 from segmodel.errors import ParamError
-from segmodel.model import multi_unet_model
 from segmodel.params import resolve
 
 ALL = [{"op_types": ["default"]}]
-
-
-@pytest.fixture(scope="module")
-def unet():
-    keras.utils.set_random_seed(0)
-    return randomize(multi_unet_model(0.1, 6, 32, 32, 3))
 
 
 @pytest.mark.parametrize("budget", [0.4, 0.75])
@@ -27,7 +19,7 @@ def test_search_finds_the_largest_target_that_meets_the_budget(unet, budget):
     """With the plan's FLOPs share as its 'latency', the answer is the flops:F plan at the
     budget, to the bisection's resolution; every candidate it kept met the budget."""
     plan_at = lambda f: target_plan(unet, ALL, "l1", f)  # noqa: E731
-    fit = fit_latency(plan_at, lambda plan: plan.flops_kept, budget)
+    fit = search_latency(plan_at, lambda plan: plan.flops_kept, budget)
     deepest = fit.tried[0][0]
     assert fit.reached and plan_at(fit.flops_target).flops_kept <= budget
     assert budget - (1 - deepest) / 2 ** 6 <= fit.flops_target <= budget + 0.01
@@ -37,7 +29,7 @@ def test_search_finds_the_largest_target_that_meets_the_budget(unet, budget):
 
 def test_search_out_of_reach_answers_the_deepest_plan(unet):
     plan_at = lambda f: target_plan(unet, ALL, "l1", f, floor=0.5)  # noqa: E731
-    fit = fit_latency(plan_at, lambda plan: plan.flops_kept, 0.05)
+    fit = search_latency(plan_at, lambda plan: plan.flops_kept, 0.05)
     assert not fit.reached and len(fit.tried) == 1
     assert fit.flops_target == fit.ratio == plan_at(1e-9).flops_kept > 0.05
     assert fit.stats()["prune_target_met"] == 0
@@ -59,10 +51,10 @@ def test_trial_with_a_latency_target_reports_what_it_measured(tmp_path, capsys, 
     and a timing child, and the search itself is tested above against FLOPs as an exact cost."""
     import functools
 
-    from segmodel import cost_pruning
-    from segmodel.flops import count_flops
+    from segmodel.compress import cost_target
+    from segmodel.compress.flops import count_flops
     from segmodel.train import run_trial
-    monkeypatch.setattr(cost_pruning, "fit_latency", functools.partial(cost_pruning.fit_latency, steps=2))
+    monkeypatch.setattr(cost_target, "search_latency", functools.partial(cost_target.search_latency, steps=2))
     params = _params(tmp_path, prune_target="latency:0.6", schedule="init")
     reporter = Recorder()
     run_trial(params, reporter, tmp_path / "trial")
@@ -85,9 +77,9 @@ def test_trial_with_a_latency_target_reports_what_it_measured(tmp_path, capsys, 
 def test_a_machine_that_cannot_time_is_refused_before_training(tmp_path, monkeypatch):
     """The probe times the dense model when the trial starts: a runner that fails there is a
     one-line ParamError (exit 2), not a crash after training."""
-    import segmodel.inference
+    import segmodel.deploy.runners
     from segmodel import data as datasets
-    from segmodel.compression import Compression
+    from segmodel.compress.compression import Compression
     from segmodel.model import build_model
 
     class NoRuntime:
@@ -96,7 +88,7 @@ def test_a_machine_that_cannot_time_is_refused_before_training(tmp_path, monkeyp
 
     params = _params(tmp_path, prune_target="latency:0.5")
     splits = datasets.load(params)
-    monkeypatch.setattr(segmodel.inference, "TFLiteRunner", NoRuntime)
+    monkeypatch.setattr(segmodel.deploy.runners, "TFLiteRunner", NoRuntime)
     with pytest.raises(ParamError) as e:
         Compression.for_trial(params, build_model(params, splits.n_classes), splits)
     assert str(e.value) == ("prune_target latency: cannot time a TFLite model on this machine "

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from keras import layers
 
-from segmodel.inference import TFLiteRunner, tflite_interpreter_class
+from segmodel.deploy.runners import TFLiteRunner, tflite_interpreter_class
 
 
 @pytest.fixture(scope="module")

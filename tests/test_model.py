@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
+from segmodel.compress.config_list import layer_targets
 from segmodel.model import build_model, multi_unet_model
 from segmodel.params import Params, from_saved, resolve
-from segmodel.pruning import layer_targets
 
 CONVS = [f"{b}_conv{i}" for b in ("down1", "down2", "down3", "down4", "bottleneck", "up1", "up2", "up3", "up4")
          for i in (1, 2)]
@@ -40,8 +40,8 @@ def test_architectures_share_conv_names_and_widths():
 
 def test_level_widths_build_what_channel_pruning_each_level_rebuilds():
     """`filters` (benchmarks widths) against an independent path: a config_list pruning
-    each level's blocks by op_names_re, planned and rebuilt by segmodel.channels."""
-    from segmodel import channels
+    each level's blocks by op_names_re, planned and rebuilt by segmodel.compress.channels."""
+    from segmodel.compress import channels
     dense = multi_unet_model(0.1, 6, 32, 32, 3, architecture="bn")
     config = [{"op_names_re": ["down1_", "up4_"], "sparsity": 0.5}, {"op_names_re": ["bottleneck_"], "sparsity": 0.75}]
     thin = channels.rebuild(dense, channels.plan(dense, config))

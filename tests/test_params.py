@@ -13,10 +13,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segmodel import nni_bridge
 from segmodel.errors import ParamError
-from segmodel.params import (ALLOCATIONS, CRITERIA, FINETUNE_LRS, OBJECTIVES, PRECISIONS, PRUNE_MODES, SCHEDULES,
-                             Params, parse_flags, resolve)
+from segmodel.experiment import nni_bridge
+from segmodel.params import (
+    ALLOCATIONS,
+    CRITERIA,
+    FINETUNE_LRS,
+    OBJECTIVES,
+    PRECISIONS,
+    PRUNE_MODES,
+    SCHEDULES,
+    Params,
+    parse_flags,
+    resolve,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 KNOWN = [f.name for f in fields(Params)]
@@ -271,7 +281,9 @@ def test_bad_parameter_fails_before_tensorflow_is_imported():
 def test_config_yml_passes_only_what_differs_from_the_defaults():
     """One source of truth: a default lives in Params; config.yml's trial command states
     only where the experiment differs (a flag equal to its default would be a second copy)."""
-    from benchmarks.grid import config_trial_flags  # the repository root is on sys.path (python -m pytest)
+    from benchmarks.grid import (
+        config_trial_flags,  # the repository root is on sys.path (python -m pytest)
+    )
     flags = parse_flags(config_trial_flags(Path(__file__).resolve().parents[1] / "config.yml"))
     assert flags, "config.yml's trialCommand has no flags: then say so in its comment"
     for name, raw in flags.items():

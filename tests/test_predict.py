@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from segmodel.__main__ import main
-from segmodel.predict import stitch, tile
+from segmodel.deploy.predict import stitch, tile
 
 
 @pytest.mark.parametrize("h,w", [(32, 32), (70, 45), (5, 100)])

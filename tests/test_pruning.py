@@ -14,12 +14,20 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from keras import layers
 
+from segmodel.compress.config_list import layer_targets, prunable_weights
+from segmodel.compress.pruning import (
+    AGPCallback,
+    Pruner,
+    agp_sparsity,
+    magnitude_mask,
+    protected_layers,
+    sparsity_stats,
+)
 from segmodel.errors import ParamError
 from segmodel.files import gzip_size
 from segmodel.model import multi_unet_model
 from segmodel.params import Params
-from segmodel.pruning import (AGPCallback, Pruner, agp_sparsity, layer_targets, magnitude_mask, own_weights,
-                              prunable_weights, protected_layers, sparsity_stats, walk_layers)
+from segmodel.surgery import own_weights, walk_layers
 from segmodel.train import finetune_learning_rate
 
 
@@ -403,8 +411,8 @@ LOAD_WITHOUT_SEGMODEL = textwrap.dedent("""
 
 
 def test_stripped_model_loads_in_plain_keras_with_its_zeros(tmp_path):
-    from segmodel.model import multi_unet_model
     from segmodel.files import save_model_atomic
+    from segmodel.model import multi_unet_model
 
     keras.utils.set_random_seed(0)
     m = multi_unet_model(0.1, 6, 32, 32, 3)

@@ -1,13 +1,19 @@
-"""TFLite files XNNPACK runs whole (segmodel/quantize.py), checked from the runner's
+"""TFLite files XNNPACK runs whole (segmodel/deploy/quantize.py), checked from the runner's
 view of the interpreter's graph: static shapes, and a dead layer's degenerate scale."""
 import keras
 import numpy as np
 import pytest
 
-from segmodel.inference import TFLiteRunner
+from segmodel.deploy.quantize import (
+    convert,
+    int8,
+    requant_scales,
+    short_name,
+    static_saved_model,
+)
+from segmodel.deploy.runners import TFLiteRunner
+from segmodel.deploy.speed import delegate_note
 from segmodel.model import multi_unet_model
-from segmodel.quantize import convert, int8, requant_scales, short_name, static_saved_model
-from segmodel.tflite_speed import delegate_note
 
 SIDE = 32
 DEAD = "up2_conv2"
@@ -66,7 +72,7 @@ def test_a_dead_layer_is_exported_delegate_clean_and_still_outputs_exactly_zero(
     assert d["runtime"] == "xnnpack" and d["delegated_ops"] == d["ops"] and d["delegate_error"] is None
     assert delegate_note("model_int8.tflite", d) is None
     # On the calibration images the floored layer's int8 output is its zero point: exactly 0.0, as in float.
-    from segmodel.inference import tflite_api
+    from segmodel.deploy.runners import tflite_api
     Interpreter, resolver = tflite_api()
     interp = Interpreter(model_content=fixed.content, experimental_preserve_all_tensors=True,
                          experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)

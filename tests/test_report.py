@@ -3,9 +3,9 @@ one trial succeeds, one fails on an invalid sparsity."""
 import csv
 
 import pytest
-
 from artifact_helpers import read_json, tiny_dataset
 from nni_helpers import NNIExperiment, base_config
+
 from segmodel.__main__ import main
 
 pytestmark = pytest.mark.slow
@@ -80,7 +80,7 @@ def test_report_on_missing_experiment_is_one_line(capsys):
 
 def test_pareto_front_against_measured_latency(tmp_path):
     """`--pareto-x latency_ms,speedup`: the front is the trials no other is both faster and better than."""
-    from segmodel.report import pareto_front, plot_pareto
+    from segmodel.experiment.report import pareto_front, plot_pareto
     rows = [{"trial": "a", "seq": 1, "iou": 0.80, "latency_ms": 20.0, "speedup": 1.0, "default": 0.80, "rank": 1},
             {"trial": "b", "seq": 2, "iou": 0.78, "latency_ms": 9.0, "speedup": 2.2, "default": 0.78, "rank": 2},
             {"trial": "c", "seq": 3, "iou": 0.70, "latency_ms": 12.0, "speedup": 1.7, "default": 0.70, "rank": 3}]

@@ -2,8 +2,8 @@
 import json
 
 import pytest
-
 from artifact_helpers import read_json
+
 from segmodel.__main__ import main
 from segmodel.errors import ParamError
 from segmodel.retrain import retrain_params

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from nni_helpers import STALL_S, TINY_DATA, base_config, running_experiment
 
-from segmodel.experiments import read_told
+from segmodel.experiment.records import read_told
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny but real: built-in data, 32 px patches with a wide training stride (~90 patches).
@@ -64,6 +63,7 @@ def _nan_proof_ce(y, p):
 @pytest.mark.parametrize("case", ["nan_loss", "nan_weights_finite_loss"])
 def test_divergence_guard_stops_at_the_first_bad_batch(case, precision, policy):
     import keras
+
     from segmodel.callbacks import DivergenceGuard
 
     policy(precision)

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from segmodel import runtime
-
+from segmodel.experiment import manager
 
 # ---- precision auto ------------------------------------------------------------------------
 
@@ -69,7 +69,7 @@ def nni_manager(monkeypatch):
     """A fake NNI manager REST API, and a trial environment pointing at it."""
     server = HTTPServer(("127.0.0.1", 0), _FakeManager)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.delenv(runtime.CONCURRENCY_ENV, raising=False)
+    monkeypatch.delenv(manager.CONCURRENCY_ENV, raising=False)
 
     def serve(profile: dict, prefix: str = ""):
         _FakeManager.profile, _FakeManager.prefix = profile, prefix
@@ -81,24 +81,24 @@ def nni_manager(monkeypatch):
 
 def test_concurrency_comes_from_the_nni_experiment(nni_manager, monkeypatch):
     nni_manager({"id": "x", "params": {"trialConcurrency": 2, "trainingService": {"platform": "local"}}})
-    assert runtime.trial_concurrency() == (2, "NNI experiment")
+    assert manager.trial_concurrency() == (2, "NNI experiment")
     monkeypatch.setattr(runtime, "available_cores", lambda: 8)
-    assert runtime.default_threads() == 4
+    assert runtime.default_threads(manager.trial_concurrency()[0]) == 4
 
 
 def test_concurrency_behind_a_url_prefix_and_over_remote_machines(nni_manager):
     nni_manager({"params": {"trialConcurrency": 6, "trainingService": {
         "platform": "remote", "machineList": [{"host": "a"}, {"host": "b"}]}}}, prefix="/nni-prefix")
-    assert runtime.trial_concurrency() == (3, "NNI experiment")  # 6 trials over 2 machines
+    assert manager.trial_concurrency() == (3, "NNI experiment")  # 6 trials over 2 machines
 
 
 def test_env_variable_wins_and_unreachable_manager_means_one(nni_manager, monkeypatch):
     nni_manager({"params": {"trialConcurrency": 4}})
-    monkeypatch.setenv(runtime.CONCURRENCY_ENV, "2")
-    assert runtime.trial_concurrency() == (2, runtime.CONCURRENCY_ENV)
-    monkeypatch.delenv(runtime.CONCURRENCY_ENV)
+    monkeypatch.setenv(manager.CONCURRENCY_ENV, "2")
+    assert manager.trial_concurrency() == (2, manager.CONCURRENCY_ENV)
+    monkeypatch.delenv(manager.CONCURRENCY_ENV)
     monkeypatch.setenv("NNI_TRIAL_COMMAND_CHANNEL", "ws://127.0.0.1:9/platform/x")  # nothing listens
-    assert runtime.trial_concurrency() == (1, "default")
+    assert manager.trial_concurrency() == (1, "default")
     monkeypatch.setattr(runtime, "available_cores", lambda: 2)
     assert runtime.default_threads(concurrency=4) == 1  # never 0
 

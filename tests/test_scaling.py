@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from nni.experiment.config import ExperimentConfig
-
 from nni_helpers import BIN, ROOT, NNIExperiment, base_config, final_and_intermediate
 from sshd import LocalSshd, sshd_binary
 

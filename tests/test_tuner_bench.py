@@ -2,12 +2,18 @@
 tests/test_tuning_experiment.py; the full 20-minute runs are the README's measurement)."""
 import sys
 
-from segmodel.experiments import Experiment, Trial
-
 from nni_helpers import ROOT
 
+from segmodel.experiment.records import Experiment, Trial
+
 sys.path.insert(0, str(ROOT))  # `benchmarks` lives at the repository root, outside the package
-from benchmarks.tuner import format_table, near_duplicates, plot_runs, summarize, variants  # noqa: E402
+from benchmarks.tuner import (  # noqa: E402
+    format_table,
+    near_duplicates,
+    plot_runs,
+    summarize,
+    variants,
+)
 
 
 def trial(seq, status, lr, dropout, final=None, end_min=None):
@@ -49,7 +55,7 @@ def test_summary_and_table():
 
 def test_plain_variant_is_the_wrapped_builtin_tuner():
     (name, informed), (plain_name, plain) = variants(ROOT / "config.yml", plain=True)
-    assert informed["tuner"]["className"] == "segmodel.tuning.InformedTuner"
+    assert informed["tuner"]["className"] == "segmodel.experiment.tuner.InformedTuner"
     assert informed["tuner"]["codeDirectory"] == str(ROOT) and informed["trialCodeDirectory"] == str(ROOT)
     args = dict(informed["tuner"]["classArgs"])
     assert plain["tuner"] == {"name": args.pop("tuner"), "classArgs": args} and plain_name == "config (plain TPE)"

@@ -11,14 +11,13 @@ import json
 import math
 from pathlib import Path
 
-import pytest
-
 import nni
 import nni.runtime.msg_dispatcher_base as dispatcher_base
+import pytest
 from nni.runtime.tuner_command_channel import CommandType
 
 from segmodel.errors import ParamError
-from segmodel.nni_bridge import from_tuner
+from segmodel.experiment.nni_bridge import from_tuner
 from segmodel.params import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,27 +83,33 @@ def assert_explores(resolved):
 
 # ---- tuners that work as they are --------------------------------------------------
 
-def test_tpe():
+def _tpe():
     from nni.algorithms.hpo.tpe_tuner import TpeTuner
-    # Past TPE's 20 random start-up rounds, so its model proposes too.
-    assert_explores(drive(TpeTuner("maximize", seed=1), rounds=24))
+    return TpeTuner("maximize", seed=1)
 
 
-def test_random():
+def _random():
     from nni.algorithms.hpo.random_tuner import RandomTuner
-    assert_explores(drive(RandomTuner(seed=1)))
+    return RandomTuner(seed=1)
 
 
-def test_anneal():
+def _anneal():
     pytest.importorskip("hyperopt")
     from nni.algorithms.hpo.hyperopt_tuner import HyperoptTuner
-    assert_explores(drive(HyperoptTuner("anneal", optimize_mode="maximize"), rounds=12))
+    return HyperoptTuner("anneal", optimize_mode="maximize")
 
 
-def test_evolution():
+def _evolution():
     from nni.algorithms.hpo.evolution_tuner import EvolutionTuner
-    # Population 4, 10 rounds: the last 6 are mutations of reported individuals.
-    assert_explores(drive(EvolutionTuner("maximize", population_size=4), rounds=10))
+    return EvolutionTuner("maximize", population_size=4)
+
+
+# (tuner, rounds): TPE past its 20 random start-up rounds, so its model proposes too;
+# Evolution's population of 4 over 10 rounds: the last 6 are mutations of reported individuals.
+@pytest.mark.parametrize("make, rounds", [(_tpe, 24), (_random, 8), (_anneal, 12), (_evolution, 10)],
+                         ids=["tpe", "random", "anneal", "evolution"])
+def test_tuner_explores_our_space(make, rounds):
+    assert_explores(drive(make(), rounds=rounds))
 
 
 def test_gridsearch_on_a_choice_only_variant():

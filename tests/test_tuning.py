@@ -1,4 +1,4 @@
-"""segmodel.tuning.InformedTuner with NNI's real tuners, called as NNI's dispatcher calls
+"""segmodel.experiment.tuner.InformedTuner with NNI's real tuners, called as NNI's dispatcher calls
 them (generate -> receive_trial_result / trial_end). In most tests the trial history, which
 the adapter reads from NNI's database in an experiment, is given by the test
 (`Scripted.trials`); the ordering tests at the end run NNI's own dispatcher over an
@@ -13,10 +13,10 @@ import pytest
 from nni.runtime.msg_dispatcher import MsgDispatcher
 from nni.runtime.tuner_command_channel import CommandType
 
-from segmodel import experiments
 from benchmarks.tuner_db import ManagerRecord
-from segmodel.experiments import Trial
-from segmodel.tuning import InformedTuner, told_value
+from segmodel.experiment import records
+from segmodel.experiment.records import Trial
+from segmodel.experiment.tuner import InformedTuner, told_value
 
 SPACE = {"learning_rate": {"_type": "loguniform", "_value": [1e-4, 1e-2]},
          "dropout_rate": {"_type": "uniform", "_value": [0, 0.5]}}
@@ -131,7 +131,7 @@ def test_every_supported_tuner_is_told_every_ending(name, args, monkeypatch, cap
     monkeypatch.setenv("NNI_MODE", "resume")
     resumed = Scripted(tuner=name, **args)
     resumed.history = tuner.history
-    with caplog.at_level(logging.INFO, logger="segmodel.tuning"):
+    with caplog.at_level(logging.INFO, logger="segmodel.experiment.tuner"):
         resumed.update_search_space(SPACE)
     assert sum("(resume:" in r.getMessage() for r in caplog.records) == 9
     resumed.import_data([{"parameter": t.parameters, "value": t.final} for t in tuner.trials() if t.final])
@@ -263,9 +263,9 @@ def test_a_succeeded_trial_is_told_its_final_result_whatever_the_order(nni_run, 
     assert (tuner.told[pid]["value"], tuner.told[pid]["source"]) == (0.83, "final")
     assert tpe_results(tuner) == [-0.83]        # told once, its final (TPE minimizes -value)
     assert pid not in tuner.base._running_params      # and its trial_end passed on
-    told = experiments.read_told(record.folder)
+    told = records.read_told(record.folder)
     assert told[trial]["source"] == "final"
-    assert len((record.folder / experiments.TOLD_LOG).read_text().splitlines()) == 1
+    assert len((record.folder / records.TOLD_LOG).read_text().splitlines()) == 1
     assert not dispatcher.worker_exceptions
 
 
@@ -290,7 +290,7 @@ def test_a_succeeded_trial_that_sends_no_final_is_told_nothing(nni_run):
 
 def test_trial_table_reads_only_what_was_added_and_agrees_with_a_full_read(tmp_path):
     record = ManagerRecord(tmp_path / "exp0002")
-    table = experiments.TrialTable(record.folder)
+    table = records.TrialTable(record.folder)
     for pid in range(12):
         record.trial(pid, stopped=pid % 3 == 1)   # 4 stopped: the assessor's kill, then USER_CANCELED
         if pid % 5 == 0:
@@ -307,7 +307,7 @@ def test_trial_table_reads_only_what_was_added_and_agrees_with_a_full_read(tmp_p
     record.log.flush()
     record.end(last, "USER_CANCELED")
     assert table.refresh().trials[last].status == "EARLY_STOPPED"
-    full = experiments.load(record.folder).trials
+    full = records.load(record.folder).trials
     assert [dataclasses.replace(t, dir=None, told=None) for t in full] == \
         sorted(table.trials.values(), key=lambda t: t.sequence)
     assert [t.status for t in full].count("EARLY_STOPPED") == 5 and full[-1].intermediate == [{"default": 0.5}]

@@ -29,7 +29,13 @@ from .fixed_cost import fixed_cost
 from .inference import inference_throughput
 from .report import format_table, targets
 from .seed_way import seed_vs_ours
-from .training import data_throughput, fixed_batches, forward_flops, matmul_peak, training_throughput
+from .training import (
+    data_throughput,
+    fixed_batches,
+    forward_flops,
+    matmul_peak,
+    training_throughput,
+)
 
 FULL = dict(patch_size=64, batch_size=8, steps=12, rounds=3, baseline_steps=6, infer_batches=12,
             matmul_n=2048, data_epochs=2)
@@ -114,7 +120,7 @@ def run(sizes: dict, threads: int = 0, baseline: bool = True, quick: bool = Fals
     pruner.strip()
     keras.mixed_precision.set_global_policy("float32")
     result["inference"] = inference_throughput(dense_model, pruned_model, x, sizes,
-                                               threads or runtime.default_threads())
+                                               threads or runtime.default_threads(1))
     result["memory"] = {"peak_rss_mb": rss_mb()["peak_rss_mb"],
                         "trial_peak_rss_mb_at_first_step": fixed["peak_rss_mb"]}
     result["precision_auto"] = {"picked": auto, "cpu_bf16": runtime.cpu_supports_bf16(),

@@ -31,10 +31,11 @@ def fixed_cost(params) -> tuple[dict, object]:
     import keras  # noqa: F401
     import tensorflow as tf  # noqa: F401
     stamp("import tensorflow + keras")
-    from segmodel import data as datasets, runtime, train  # noqa: F401
+    from segmodel import data as datasets  # noqa: F401
+    from segmodel import runtime, train
+    from segmodel.compress.pruning import Pruner  # noqa: F401
     from segmodel.losses import task_loss  # noqa: F401  (segmentation_models)
     from segmodel.model import build_model
-    from segmodel.pruning import Pruner  # noqa: F401
     stamp("import segmodel + segmentation_models")
     precision = runtime.configure(params)
     splits = datasets.load(params)
@@ -59,4 +60,4 @@ def fixed_cost(params) -> tuple[dict, object]:
     return {"stages_s": stages, "stages_cpu_s": cpu, "total_s": total, "total_cpu_s": round(stamps[-1][2], 2),
             "total_without_nni_s": without_nni,
             "later_fit_call_1_step_s": round(steady, 3), "precision": precision,
-            "threads": params.threads or runtime.default_threads(), **rss_mb()}, splits
+            "threads": params.threads or runtime.default_threads(1), **rss_mb()}, splits

@@ -18,7 +18,7 @@ def inference_throughput(dense, pruned_model, x, sizes, threads: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from segmodel.inference import TFLiteRunner
+    from segmodel.deploy.runners import TFLiteRunner
 
     bs, n = sizes["batch_size"], sizes["infer_batches"]
     batch = np.ascontiguousarray(x[:bs])

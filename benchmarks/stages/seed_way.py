@@ -20,10 +20,11 @@ def nni2_style_pruned(params, n_classes: int, sparsity: float = 0.8):
     import numpy as np
     from keras import ops
 
+    from segmodel.compress.config_list import prunable_weights, weighted_layers
+    from segmodel.compress.pruning import magnitude_mask
     from segmodel.losses import task_loss
     from segmodel.metrics import jacard_coef
     from segmodel.model import multi_unet_model
-    from segmodel.pruning import magnitude_mask, prunable_weights, weighted_layers
 
     keras.mixed_precision.set_global_policy("float32")
     keras.utils.set_random_seed(params.seed)

@@ -39,8 +39,8 @@ def fixed_batches(splits, batch_size: int, n_batches: int):
 def build(params, n_classes: int, precision: str, pruned: bool, ds_spec):
     import keras
 
+    from segmodel.compress.pruning import Pruner
     from segmodel.model import build_model
-    from segmodel.pruning import Pruner
     from segmodel.runtime import build_before_tracing
     from segmodel.train import compile_trainer
 
@@ -79,7 +79,7 @@ def training_throughput(params, splits, ds, sizes) -> tuple[dict, dict]:
 
 def forward_flops(model) -> int:
     """FLOPs of one image's forward pass: 2 x the multiply-adds that flops.count_flops counts."""
-    from segmodel.flops import count_flops
+    from segmodel.compress.flops import count_flops
     return 2 * count_flops(model)
 
 

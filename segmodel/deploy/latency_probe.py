@@ -2,7 +2,7 @@
 float32 and full-int8 TFLite, converted as `export` converts them, at deploy_size px and
 batch 1, through the runner `predict` uses (LiteRT + XNNPACK), timed in the same rounds as
 the dense model of the same architecture converted the same way, in a child process that
-refuses AMX as `predict` does (segmodel/amx.py). `speedup` is therefore a
+refuses AMX as `predict` does (deploy/amx.py). `speedup` is therefore a
 ratio measured side by side in one process, the figure to compare between trials; the
 milliseconds are this machine's.
 
@@ -13,11 +13,17 @@ maximizes accuracy under a speed budget.
 
 `--prune-target latency:L` prunes to a measured budget: `LatencyProbe` times candidate thin
 models (their speed does not depend on their weights) against the dense one the same way,
-and `cost_pruning.fit_latency` picks the largest FLOPs target whose model meets L.
+and `cost_target.search_latency` picks the largest FLOPs target whose model meets L.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from ..errors import ParamError
+from ..surgery import fresh_copy
+from .quantize import convert, float32_model, representative_images
+from .runners import TFLiteRunner
+from .speed import speeds_apart
 
 CALIBRATION_PATCHES = 64  # training patches int8 calibrates on (tiled up to deploy_size)
 ROUNDS = 15
@@ -26,10 +32,8 @@ PROBE_ROUNDS = 7  # per candidate of a latency target's search
 
 def _converted(model, kinds, splits, side: int) -> dict:
     """`model` as `export` converts it: TFLite of each kind at side px, batch 1."""
-    from .export import float32_model, representative_images
-    from .quantize import convert
     images = lambda: representative_images(splits, CALIBRATION_PATCHES)  # noqa: E731
-    return convert(float32_model(_uncompiled(model)), kinds, images if "int8" in kinds else None, side=side)
+    return convert(float32_model(fresh_copy(model)), kinds, images if "int8" in kinds else None, side=side)
 
 
 class LatencyProbe:
@@ -39,8 +43,6 @@ class LatencyProbe:
     so a machine where the runner cannot time a file fails there, in one line."""
 
     def __init__(self, dense, splits, side: int, deploy_format: str = "float32", rounds: int = PROBE_ROUNDS):
-        from .errors import ParamError
-        from .inference import TFLiteRunner
         self.splits, self.side, self.format, self.rounds = splits, side, deploy_format, rounds
         try:
             self.dense = _converted(dense, ["float32"], splits, side)["float32"].content
@@ -50,7 +52,6 @@ class LatencyProbe:
                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
     def ratio(self, model) -> float:
-        from .tflite_speed import speeds_apart
         content = _converted(model, [self.format], self.splits, self.side)[self.format].content
         speed = speeds_apart({"model": content, "dense": self.dense}, 1, self.rounds)
         return speed["dense"]["img_s"] / speed["model"]["img_s"]
@@ -58,7 +59,6 @@ class LatencyProbe:
 
 def measure(model, dense, splits, side: int, deploy_format: str = "float32", rounds: int = ROUNDS) -> dict:
     """Latency and speedup of `model` (float32 and int8 TFLite) against `dense` (float32)."""
-    from .tflite_speed import speeds_apart
 
     shipped = _converted(model, ["float32", "int8"], splits, side)
     reference = _converted(dense, ["float32"], splits, side)
@@ -73,15 +73,6 @@ def measure(model, dense, splits, side: int, deploy_format: str = "float32", rou
     result["latency_ms"] = result[f"{deploy_format}_latency_ms"]
     result["speedup"] = result[f"{deploy_format}_speedup"]
     return result
-
-
-def _uncompiled(model):
-    """A copy without the training phase's compile state (which clone_model cannot copy:
-    segmentation_models' summed loss does not deserialize)."""
-    import keras
-    copy = keras.Model.from_config(model.get_config())
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def constrained(objective: float, speedup: float, min_speedup: float) -> float:

@@ -4,7 +4,7 @@ Zeroing a producer's kernel slice and bias for a removed channel, and the gamma 
 of every BatchNormalization that reads it, makes that channel exactly 0 wherever it is
 read, whatever the BN's moving statistics: the reference a thin rebuild must match
 (`masked_copy`), and what gradual channel pruning holds through training
-(`segmodel.gradual_channels`) before the rebuild at its end.
+(`segmodel.compress.gradual`) before the rebuild at its end.
 
 The thin model (`channels.rebuild`) computes what the masked one does wherever the
 activations after a pruned conv map 0 to 0 (ReLU, linear, tanh...); after a sigmoid the
@@ -15,6 +15,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from ..surgery import fresh_copy
 from .channels import PRODUCERS, ChannelPlan
 
 
@@ -49,8 +50,7 @@ def masked_copy(model: keras.Model, channel_plan: ChannelPlan) -> keras.Model:
     """A same-size copy with every removed filter zeroed (kernel slice and bias) and the
     BatchNormalization that reads it made to output exactly 0 there (gamma = beta = 0):
     the reference the thin model must match."""
-    masked = keras.Model.from_config(model.get_config())
-    masked.set_weights(model.get_weights())
+    masked = fresh_copy(model)
     for w, mask in channel_masks(masked, channel_plan):
         w.assign(np.where(mask > 0, w.numpy(), 0).astype(w.dtype))
     return masked

@@ -1,5 +1,10 @@
-"""What runs a TFLite file, and how fast: the figures export records and the
-quantization bench tabulates, measured the same way in both.
+"""How fast a model file runs, and on what: the one timer, and the figures export records,
+trials measure and the quantization bench tabulates, measured the same way everywhere.
+
+The one call timer (`timed_calls`): every call once untimed, then all of them in turn,
+round after round. A shared, noisy CPU slows whatever runs while it is busy; interleaving
+spreads that noise over all the calls alike, so the ratios between them are the figures
+to quote.
 
 Speed is images/s of `TFLiteRunner.probabilities` (what `predict` calls), every file
 timed in turn in the same rounds (`timed_calls`), so a busy CPU slows them alike:
@@ -7,18 +12,38 @@ compare files by their ratios. Which runtime ran a file comes from the interpret
 graph after the run (`TFLiteRunner.delegation`), never from timing.
 
 A trial times its files in a child process (`speeds_apart`, `python -m
-segmodel.tflite_speed`) that refuses AMX as `export` and `predict` do (segmodel/amx.py):
+segmodel.deploy.speed`) that refuses AMX as `export` and `predict` do (deploy/amx.py):
 the trial's own process trained with AMX, which makes XNNPACK's int8 kernels the slow ones.
 """
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import SegmodelError
+from . import amx
+from .runners import TFLiteRunner
+
+
+def timed_calls(calls: dict, rounds: int) -> dict:
+    """Median seconds of each zero-argument call: every call runs once untimed (trace,
+    allocate, warm caches), then all of them in turn, `rounds` times."""
+    for call in calls.values():
+        call()
+    times: dict = {key: [] for key in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            t = time.perf_counter()
+            call()
+            times[key].append(time.perf_counter() - t)
+    return {key: statistics.median(t) for key, t in times.items()}
 
 
 def delegate_note(name: str, delegation: dict, problems=()) -> str | None:
@@ -42,7 +67,6 @@ def delegate_note(name: str, delegation: dict, problems=()) -> str | None:
 def images_per_second(runners: dict, batch: int, rounds: int, seed: int = 0) -> dict:
     """key -> images/s of runner.probabilities on `batch` random images of its own input
     size, every runner timed in the same rounds (one untimed call each first)."""
-    from .timing import timed_calls
     rng = np.random.default_rng(seed)
     calls = {}
     for key, runner in runners.items():
@@ -54,11 +78,10 @@ def images_per_second(runners: dict, batch: int, rounds: int, seed: int = 0) -> 
 def speeds_apart(contents: dict[str, bytes], batch: int, rounds: int) -> dict:
     """key -> {"img_s", "runtime"} of each TFLite file (bytes), timed as images_per_second
     does, in a fresh process that refuses AMX before its first interpreter."""
-    from .errors import SegmodelError
     with tempfile.TemporaryDirectory() as tmp:
         for key, content in contents.items():
             (Path(tmp) / f"{key}.tflite").write_bytes(content)
-        cmd = [sys.executable, "-m", "segmodel.tflite_speed", tmp, str(batch), str(rounds), *contents]
+        cmd = [sys.executable, "-m", "segmodel.deploy.speed", tmp, str(batch), str(rounds), *contents]
         done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -68,8 +91,6 @@ def speeds_apart(contents: dict[str, bytes], batch: int, rounds: int) -> dict:
 
 def _time_folder(folder: str, batch: str, rounds: str, *keys: str) -> None:
     """The child of speeds_apart: one JSON line on stdout."""
-    from . import amx
-    from .inference import TFLiteRunner
     amx.refuse()
     runners = {key: TFLiteRunner(Path(folder) / f"{key}.tflite") for key in keys}
     ips = images_per_second(runners, int(batch), int(rounds))

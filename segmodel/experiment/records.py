@@ -17,32 +17,15 @@ import contextlib
 import json
 import os
 import re
-import socket
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import SegmodelError
+from ..errors import SegmodelError
 
 ENDED = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
-TOLD_LOG = Path("checkpoint") / "tuner_told.jsonl"   # written by segmodel.tuning.InformedTuner
-
-
-def free_port() -> int:
-    """A free TCP port for `nnictl create --port`; NNI also uses port+1 internally, so both are free."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65000:
-            with socket.socket() as s2:
-                try:
-                    s2.bind(("127.0.0.1", port + 1))
-                    return port
-                except OSError:
-                    continue
-    raise ExperimentError("no free pair of ports for the NNI manager")
+TOLD_LOG = Path("checkpoint") / "tuner_told.jsonl"   # written by segmodel.experiment.tuner.InformedTuner
 
 
 class ExperimentError(SegmodelError):

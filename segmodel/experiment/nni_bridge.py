@@ -1,4 +1,4 @@
-"""The only module that imports nni. Everything else talks to a `Reporter`.
+"""The trial's only `nni` import (the tuner runs in NNI's dispatcher). Everything else talks to a `Reporter`.
 
 Outside an NNI trial (plain `python trial.py`) nni is never imported: reports are
 printed and the output folder comes from --output-dir.
@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+
+from ..errors import ParamError
 
 
 def in_nni() -> bool:
@@ -33,7 +35,6 @@ def from_tuner(values: dict) -> dict:
     if "TRIAL_BUDGET" in values:
         values["epochs"] = max(1, round(float(values.pop("TRIAL_BUDGET"))))
     if "load_checkpoint_dir" in values or "save_checkpoint_dir" in values:
-        from .errors import ParamError
         raise ParamError("the PBT tuner is not supported: segmodel trials do not resume from "
                          "load_checkpoint_dir; use TPE, Anneal, Evolution or Hyperband")
     return values

@@ -8,9 +8,11 @@ import math
 
 import keras
 
-from .channels import PRODUCERS  # the layers that make channels: Conv*, Conv*Transpose, Dense
-from .errors import ParamError
-from .layers import walk_layers
+from ..errors import ParamError
+from ..surgery import walk_layers
+from .channels import (
+    PRODUCERS,  # the layers that make channels: Conv*, Conv*Transpose, Dense
+)
 
 
 def _macs(layer, in_shape, out_shape) -> int:

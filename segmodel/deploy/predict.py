@@ -13,18 +13,20 @@ from __future__ import annotations
 
 # Heavy libraries (TensorFlow, Keras, PIL) are imported inside the functions that use them:
 # `python -m segmodel --help` imports every command module, and should stay instant.
-
 import argparse
-import sys
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .cli import add_command, default_out
-from .data.palette import Palette, from_mapping, load_palette
-from .errors import SegmodelError
+from ..cli import add_command, default_out
+from ..data.palette import Palette, from_mapping, load_palette
+from ..errors import SegmodelError
+from . import amx
+from .runners import load_runner
+from .speed import delegate_note
 
 
 class PredictError(SegmodelError):
@@ -47,8 +49,6 @@ def register(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from . import amx
-    from .inference import load_runner
 
     amx.refuse()  # before the first interpreter: XNNPACK's int8 kernels are faster without AMX (segmodel/amx.py)
 
@@ -93,7 +93,6 @@ def say_runtime(runner, name: str) -> None:
     only be known once the delegate was prepared and run)."""
     if not hasattr(runner, "delegation"):
         return
-    from .tflite_speed import delegate_note
     d = runner.delegation
     note = delegate_note(name, d)
     print(f"warning: {note}" if note else f"{name}: XNNPACK runs all {d['ops']} ops", file=sys.stderr, flush=True)

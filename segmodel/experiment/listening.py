@@ -1,7 +1,7 @@
 """What the NNI manager on a port really listens on: the line `make experiment` prints.
 
 Read from the kernel's socket table (psutil), not from SEGMODEL_BIND, so it shows what
-another machine would find. `python -m segmodel.listening PORT [CONFIG]`; with CONFIG,
+another machine would find. `python -m segmodel.experiment.listening PORT [CONFIG]`; with CONFIG,
 it also warns when trials run elsewhere (remote, Kubernetes) but cannot reach the manager.
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ def platform(config_path: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) not in (1, 2) or not argv[0].isdigit():
-        print("usage: python -m segmodel.listening PORT [CONFIG]", file=sys.stderr)
+        print("usage: python -m segmodel.experiment.listening PORT [CONFIG]", file=sys.stderr)
         return 2
     port = int(argv[0])
     addresses = listening(port)

@@ -19,8 +19,8 @@ from pathlib import Path
 import keras
 from keras import ops
 
-from .errors import ParamError
-from .params import KD_BALANCES
+from ..errors import ParamError
+from ..params import KD_BALANCES
 
 
 def kd_loss(student_logits, teacher_logits, temperature: float, labels=None):

@@ -22,7 +22,7 @@ ties with unprunable channels) stay, and config_list only selects the layers, as
 (`reached`) with the FLOPs it got to.
 
 A latency target (`--prune_target latency:L`) is this ranking at the largest F whose thin
-model measures at most L of the dense model's latency (`fit_latency`: bisection on F, every
+model measures at most L of the dense model's latency (`search_latency`: bisection on F, every
 candidate timed against the dense model; the ranking is the same, only its depth is measured).
 """
 from __future__ import annotations
@@ -34,11 +34,14 @@ from typing import Callable
 import keras
 import numpy as np
 
-from .channels import ChannelPlan, _scores, _trace, assemble, check_blockers, rounded_count, tied_groups
-from .errors import ParamError
+from ..errors import ParamError
+from ..params import ACTIVATION_CRITERIA, CRITERIA, selection_only
+from .activation_stats import removable_dead
+from .channels import ChannelPlan, assemble, rounded_count
+from .config_list import layer_choices
 from .flops import count_flops, layer_macs
-from .params import ACTIVATION_CRITERIA, CRITERIA, selection_only
-from .pruning import layer_choices
+from .graph import ChannelGraph
+from .importance import group_score
 
 
 @dataclass
@@ -71,7 +74,7 @@ class TargetPlan(ChannelPlan):
 
 
 def selected(model: keras.Model, config_list: list[dict]) -> dict:
-    """Layer -> pruning.Choice for the layers config_list lets go channels (op_types / op_names /
+    """Layer -> config_list.Choice for the layers config_list lets go channels (op_types / op_names /
     exclude, NNI's last match): an excluded one's sparsity is None."""
     selection_only(config_list)
     return layer_choices(model, [{**e, "sparsity": 0.0} if isinstance(e, dict) and not e.get("exclude")
@@ -150,21 +153,21 @@ def target_plan(model: keras.Model, config_list: list[dict], criterion: str, flo
         raise ParamError(f"need 0 < flops target <= 1 and 0 <= floor <= 1; got {flops_target}, {floor}")
     choices = selected(model, config_list)
     chosen = {n for n, c in choices.items() if c.sparsity is not None}
-    maps, ties, pinned, consumes, blockers, producers = _trace(model)
+    graph = ChannelGraph.of(model)
+    consumes, producers = graph.consumes, graph.producers
     stats, exact = None, {}
     if calibration is not None:
-        from .activations import removable_dead
-        stats, exact = removable_dead(model, calibration, consumes, producers)
+        stats, exact = removable_dead(model, calibration, graph)
     c_in = {name: len(consumes[name]) for name in producers}
     k = {name: layer_macs(model.get_layer(name)) // (c_in[name] * producers[name]) for name in producers}
 
     groups, owner = [], {}
-    for members in tied_groups(producers, ties):
+    for members in graph.groups():
         if not all(m in chosen for m in members):
             continue  # a member not selected keeps the group whole
         channels = producers[members[0]]
         dead = np.logical_and.reduce([exact[m] for m in members]) if stats else np.zeros(channels, bool)
-        score = np.asarray(_scores(model, members, criterion, stats, dead), np.float64)
+        score = np.asarray(group_score(model, members, criterion, stats, dead), np.float64)
         if criterion in ACTIVATION_CRITERIA:
             score = score / len(members)
         elif score.mean() > 0:
@@ -175,12 +178,12 @@ def target_plan(model: keras.Model, config_list: list[dict], criterion: str, flo
             for e in entries:
                 if layer in producers and e is not None and e[0] in members:
                     affected.setdefault(layer, [np.zeros(channels), 0])[0][e[1]] += 1
-        locked = {idx for p, idx in pinned if p in members}
+        locked = graph.locked(members)
         first = np.logical_or.reduce([(forced or {}).get(m, np.zeros(channels, bool)) for m in members])
         group = _Group(members, channels, locked, dead, score, floor, affected, first)
         owner.update({m: group for m in members})
         groups.append(group)
-    check_blockers(blockers, lambda e: e[0] in owner and not owner[e[0]].frozen[e[1]])
+    graph.check_blockers(lambda e: e[0] in owner and not owner[e[0]].frozen[e[1]])
 
     dense = count_flops(model)
     widths = _Widths(k, c_in, dict(producers), groups, dense)
@@ -200,13 +203,13 @@ def target_plan(model: keras.Model, config_list: list[dict], criterion: str, flo
 
     keep = {name: np.flatnonzero(owner[name].kept) if name in owner else np.arange(producers[name])
             for name in producers}
-    plan = assemble(keep, consumes, blockers, producers, criterion, [n for n in producers if n in chosen],
+    plan = assemble(graph, keep, criterion, [n for n in producers if n in chosen],
                     config_list=list(config_list), choices=choices)
     return TargetPlan(**vars(plan), flops_target=flops_target, dense_flops=dense, flops=int(round(widths.flops)))
 
 
 @dataclass
-class LatencyFit:
+class LatencySearch:
     """What a latency target's search found: the FLOPs target it prunes to and that plan's
     measured latency / the dense model's; `tried`: (F, ratio) of every candidate timed."""
     latency_target: float
@@ -223,8 +226,8 @@ class LatencyFit:
                 "prune_target_met": int(self.reached)}
 
 
-def fit_latency(plan_at: Callable[[float], TargetPlan], ratio_of: Callable[[TargetPlan], float],
-                latency_target: float, steps: int = 6) -> LatencyFit:
+def search_latency(plan_at: Callable[[float], TargetPlan], ratio_of: Callable[[TargetPlan], float],
+                   latency_target: float, steps: int = 6) -> LatencySearch:
     """The largest FLOPs target F whose plan's measured latency ratio is <= latency_target.
 
     `plan_at(F)` is `target_plan` at F; `ratio_of(plan)` its thin model's latency / the dense
@@ -233,17 +236,17 @@ def fit_latency(plan_at: Callable[[float], TargetPlan], ratio_of: Callable[[Targ
     bisected between its FLOPs and the dense model's, `steps` times (1/64 of that span by
     default), keeping the largest F measured to meet the target."""
     deepest = plan_at(1e-9)
-    fit = LatencyFit(latency_target, deepest.flops_kept, ratio_of(deepest))
-    fit.tried.append((fit.flops_target, fit.ratio))
-    if not fit.reached:
-        return fit
-    low, high = fit.flops_target, 1.0
+    search = LatencySearch(latency_target, deepest.flops_kept, ratio_of(deepest))
+    search.tried.append((search.flops_target, search.ratio))
+    if not search.reached:
+        return search
+    low, high = search.flops_target, 1.0
     for _ in range(steps):
         middle = (low + high) / 2
         ratio = ratio_of(plan_at(middle))
-        fit.tried.append((middle, ratio))
+        search.tried.append((middle, ratio))
         if ratio <= latency_target:
-            low, fit.flops_target, fit.ratio = middle, middle, ratio
+            low, search.flops_target, search.ratio = middle, middle, ratio
         else:
             high = middle
-    return fit
+    return search

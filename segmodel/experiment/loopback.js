@@ -7,7 +7,7 @@
  * logs - listen on every interface. NNI has no bind option; this preload gives it one
  * without editing anything inside site-packages. segmodel's .pth hook puts it in
  * NODE_OPTIONS when a Python process of the project's venv starts a manager
- * (segmodel/loopback_hook.py); `NODE_OPTIONS="--require .../loopback.js"` works by hand.
+ * (segmodel/experiment/loopback_hook.py); `NODE_OPTIONS="--require .../loopback.js"` works by hand.
  *
  * SEGMODEL_BIND (read when the manager starts):
  *   unset or ""   127.0.0.1 only (the default)

@@ -18,10 +18,10 @@ import math
 import sys
 from pathlib import Path
 
-from . import experiments
-from .experiments import Experiment, Trial
-from .cli import add_command, default_out
-from .files import gzip_size, write_text_atomic
+from ..cli import add_command, default_out
+from ..files import gzip_size, write_text_atomic
+from . import records
+from .records import Experiment, Trial
 
 FIXED = ("rank", "trial", "seq", "status", "default", "told", "iou", "dense_iou", "accuracy", "sparsity",
          "gzip_mb", "mflops", "duration_s")
@@ -49,9 +49,9 @@ def main(args: argparse.Namespace) -> int:
     axes = [k.strip() for k in args.pareto_x.split(",") if k.strip()]
     bad = [k for k in axes if k not in PARETO_AXES]
     if bad or not axes:
-        raise experiments.ExperimentError(f"--pareto-x: unknown key {', '.join(bad) or '(none)'}; "
+        raise records.ExperimentError(f"--pareto-x: unknown key {', '.join(bad) or '(none)'}; "
                                           f"choose from {', '.join(PARETO_AXES)}")
-    exp = experiments.load(args.experiment)
+    exp = records.load(args.experiment)
     out = Path(args.out) if args.out else default_out("report", exp.id)
     out.mkdir(parents=True, exist_ok=True)
     rows = leaderboard(exp, args.metric, progress=True)

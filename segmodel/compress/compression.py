@@ -17,11 +17,11 @@ import sys
 
 import keras
 
-from . import activations, channels, cost_pruning
+from ..deploy.latency_probe import LatencyProbe
+from ..params import ACTIVATION_CRITERIA
+from . import activation_stats, channels, cost_target
 from .flops import count_flops
-from .gradual_channels import ChannelMasker
-from .latency import LatencyProbe
-from .params import ACTIVATION_CRITERIA
+from .gradual import ChannelMasker
 from .pruning import AGPCallback, Pruner, sparsity_stats
 
 
@@ -81,16 +81,16 @@ class WeightPruning(Compression):
 
 class ChannelPruning(Compression):
     """Whole filters removed and the model rebuilt thinner: at the prune point (oneshot, init),
-    or, with agp, masked gradually through fine-tuning (segmodel.gradual_channels) and rebuilt
+    or, with agp, masked gradually through fine-tuning (segmodel.compress.gradual) and rebuilt
     at its end. With a prune_target one global ranking removes channels until the FLOPs budget
-    is met (segmodel.cost_pruning), a latency budget being first turned into the FLOPs budget
+    is met (segmodel.compress.cost_target), a latency budget being first turned into the FLOPs budget
     whose thin model measures within it; else each selected layer loses its sparsity."""
 
     def __init__(self, params, model: keras.Model, splits=None):
         super().__init__(params, model, splits)
         self.dense_flops = count_flops(model)
         self.flops_target = params.flops_target  # a latency target sets it at the prune point
-        self.fit = None
+        self.latency_search = None
         # What planning refuses (a bad config_list, a layer it cannot see through) depends on the
         # graph, not on the weights or activations: planning the untrained model by weight norm
         # now fails before training; so does a machine where latency cannot be timed.
@@ -105,7 +105,7 @@ class ChannelPruning(Compression):
         """The plan at `fraction` of the way to the FLOPs target (agp; 1 = the target itself)."""
         target = target or self.flops_target
         if target:
-            return cost_pruning.target_plan(model, self.config_list, criterion, 1 - (1 - target) * fraction,
+            return cost_target.target_plan(model, self.config_list, criterion, 1 - (1 - target) * fraction,
                                             self.params.channel_floor, calibration, forced,
                                             self.params.channel_round)
         config_list = [{**e, **{k: e[k] * fraction for k in ("sparsity", "sparsity_per_layer") if k in e}}
@@ -118,14 +118,14 @@ class ChannelPruning(Compression):
         calibration = None
         # with a target, the channels that never fire go first under every criterion
         if criterion in ACTIVATION_CRITERIA or (self.params.prune_target and self.params.calibration_patches):
-            calibration = activations.calibration_set(self.splits.train, self.params.calibration_patches)
+            calibration = activation_stats.calibration_set(self.splits.train, self.params.calibration_patches)
         if self.probe:  # the latency budget -> the largest FLOPs budget whose thin model meets it
-            self.fit = cost_pruning.fit_latency(
+            self.latency_search = cost_target.search_latency(
                 lambda f: self._plan(model, criterion, calibration, target=f),
                 lambda plan: self.probe.ratio(channels.rebuild(model, plan)), self.params.latency_target)
-            self.flops_target, self.probe = self.fit.flops_target, None  # its interpreters are not needed again
+            self.flops_target, self.probe = self.latency_search.flops_target, None  # its interpreters are not needed again
             print(f"prune_target {self.params.prune_target}: flops:{self.flops_target:.3f} measures "
-                  f"{self.fit.ratio:.3f} of the dense latency ({len(self.fit.tried)} candidates timed)",
+                  f"{self.latency_search.ratio:.3f} of the dense latency ({len(self.latency_search.tried)} candidates timed)",
                   file=sys.stderr, flush=True)
         if self.params.schedule == "agp":  # masks attached (nothing removed) now, before Keras traces
             self.masker = ChannelMasker(model, lambda m, fraction, forced: self._plan(
@@ -141,9 +141,9 @@ class ChannelPruning(Compression):
         return self._agp(self.masker, steps_per_epoch) if self.masker else []
 
     def _say_if_short(self) -> None:
-        if self.fit:  # a latency target: what stops it is measured
-            short = not self.fit.reached
-            where = (f"{self.fit.ratio:.3f} of the dense latency ({self.params.deploy_format}, "
+        if self.latency_search:  # a latency target: what stops it is measured
+            short = not self.latency_search.reached
+            where = (f"{self.latency_search.ratio:.3f} of the dense latency ({self.params.deploy_format}, "
                      f"{self.params.deploy_size} px)")
         else:
             short = bool(self.params.flops_target) and not self.plan.reached
@@ -178,6 +178,6 @@ class ChannelPruning(Compression):
         # nothing is zero in a thin model: its sparsity is the share of the dense parameters gone
         stats.update(sparsity=1 - stats["params"] / self.dense_params, **self.plan.stats(),
                      flops_kept=count_flops(model) / self.dense_flops, config_sparsity=self.plan.achieved())
-        if self.fit:  # met or not is the latency measured, not the FLOPs it became
-            stats.update(self.fit.stats(), latency_search=[[round(f, 4), round(r, 4)] for f, r in self.fit.tried])
+        if self.latency_search:  # met or not is the latency measured, not the FLOPs it became
+            stats.update(self.latency_search.stats(), latency_search=[[round(f, 4), round(r, 4)] for f, r in self.latency_search.tried])
         return model, stats

@@ -31,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..surgery import fresh_copy, resized_config
+from .runners import tflite_api
+
 KINDS = ("float32", "float16", "dynamic", "int8")
 XNNPACK_REQUANT_LIMIT = 256.0   # XNNPACK: requantization scale must be < 256
 FLOOR_REQUANT = 64.0            # what a floored range aims at: well inside the limit
@@ -58,15 +61,31 @@ class Converted:
 
 def at_size(model, side: int):
     """The same weights in a model built for side x side inputs (the U-Net is fully convolutional)."""
-    import keras
-
-    from .channels import resized_config
     if tuple(model.input_shape[1:3]) == (side, side):
         return model
-    config = resized_config(model.get_config(), input_shape=(side, side, model.input_shape[-1]))
-    copy = keras.Model.from_config(config)
-    copy.set_weights(model.get_weights())
-    return copy
+    return fresh_copy(model, resized_config(model.get_config(), input_shape=(side, side, model.input_shape[-1])))
+
+
+def float32_model(model):
+    """The same weights under a float32 policy: mixed-precision layers (bf16/fp16
+    compute) would otherwise put casts in the SavedModel and TFLite graphs."""
+    if all(getattr(layer.dtype_policy, "name", "float32") == "float32" for layer in model.layers):
+        return model
+    config = model.get_config()
+    for spec in config["layers"]:
+        spec["config"]["dtype"] = "float32"
+    return fresh_copy(model, config)
+
+
+def representative_images(splits, n: int):
+    """Up to n training patches (HxWxC float32), what int8 calibrates on."""
+    count = 0
+    for x, _ in splits.train:
+        for img in np.asarray(x):
+            if count >= n:
+                return
+            count += 1
+            yield img.astype(np.float32)
 
 
 def static_saved_model(model, folder: Path, batch: int = 1, side: int | None = None) -> tuple:
@@ -216,7 +235,6 @@ def short_name(tensor: str) -> str:
 
 def requant_scales(content: bytes, over: float = XNNPACK_REQUANT_LIMIT) -> list[Requant]:
     """The int8 weighted nodes whose requantization scale is >= `over` (XNNPACK's check, per channel)."""
-    from .inference import tflite_api
     Interpreter, resolver = tflite_api()
     interp = Interpreter(model_content=content, experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     tensors = {t["index"]: t for t in interp.get_tensor_details()}

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from .channels import CHANNEL_MIXING_ACTIVATIONS, PRODUCERS, _graph
-from .errors import ParamError
+from ..errors import ParamError
+from .graph import CHANNEL_MIXING_ACTIVATIONS, PRODUCERS, ChannelGraph, layer_order
 
 ACTIVATION_LAYERS = {"Activation", "ReLU", "LeakyReLU", "ELU", "PReLU"}
 PASS_THROUGH = {"BatchNormalization"}  # may sit between a conv and its activation
@@ -85,7 +85,7 @@ def _activation_name(cls: str, cfg: dict) -> str | None:
 
 def observed_layers(model: keras.Model) -> dict[str, Observed]:
     """For each producer, the layer whose output is its channels after their activation."""
-    order, _ = _graph(model)
+    order, _ = layer_order(model)
     consumers: dict[str, list[dict]] = {}
     for spec in order:
         for src, _ in spec["inputs"]:
@@ -168,11 +168,12 @@ def collect(model: keras.Model, data, limit: int | None = None) -> ActivationSta
     return ActivationStats(layers, patches)
 
 
-def removable_dead(model: keras.Model, calibration, consumes: dict, producers: dict):
+def removable_dead(model: keras.Model, calibration, graph: ChannelGraph):
     """(stats, exact): `exact[producer]` marks the channels exactly dead on `calibration` (samples,
     or ActivationStats) whose removal is exact: no weighted channel-wise layer outside the
     producer's chain (a BN after the activation would turn the dead 0 into a constant) reads them."""
     stats = calibration if isinstance(calibration, ActivationStats) else collect(model, calibration)
+    consumes, producers = graph.consumes, graph.producers
     exact = {}
     for name in producers:
         chain = stats.layers[name].observed.chain

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SegmodelError
+from ..errors import SegmodelError
 
 
 class ModelFileError(SegmodelError):

@@ -1,4 +1,4 @@
-"""Give every NNI manager started from this venv the loopback preload (segmodel/loopback.js).
+"""Give every NNI manager started from this venv the loopback preload (segmodel/experiment/loopback.js).
 
 Why: NNI 3.0's manager serves its unauthenticated web UI and REST API on every interface
 (docs/security.md). The manager is a Node process that `nnictl` (or nni.experiment's
@@ -10,9 +10,9 @@ The .pth runs `install()` at every interpreter start of the venv, so this file s
 cheap: it imports nothing but os and sys (not segmodel, whose __init__ sets environment
 variables, nor nni) and only adds an import hook. The hook fires when `nni_node` is
 imported - NNI's launchers do that right before they spawn the manager - and appends
-`--require ".../segmodel/loopback.js"` to NODE_OPTIONS (a user's own options stay).
+`--require ".../segmodel/experiment/loopback.js"` to NODE_OPTIONS (a user's own options stay).
 An unusable SEGMODEL_BIND stops the launcher there with one line, exit 2 (also
-`python -m segmodel.loopback_hook`, which `make experiment` runs first).
+`python -m segmodel.experiment.loopback_hook`, which `make experiment` runs first).
 """
 import os
 import sys
@@ -52,11 +52,11 @@ def check_bind() -> None:
 
 
 def preload_path() -> str | None:
-    """segmodel/loopback.js of the segmodel this interpreter imports, without importing it."""
+    """segmodel/experiment/loopback.js of the segmodel this interpreter imports, without importing it."""
     from importlib.util import find_spec
     spec = find_spec("segmodel")
     for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = os.path.join(folder, PRELOAD)
+        path = os.path.join(folder, "experiment", PRELOAD)
         if os.path.isfile(path):
             return path
     return None

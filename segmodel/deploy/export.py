@@ -5,7 +5,7 @@ Writes model.keras, a TensorFlow SavedModel, and TFLite float32, float16 (weight
 dynamic-range int8 (weights) and full-integer int8 (int8 weights, activations, input
 and output; calibrated on training patches). The TFLite files have a fixed input
 shape (1 x patch x patch x 3) and int8 scales XNNPACK accepts, so LiteRT's XNNPACK
-delegate runs each of them whole (segmodel/quantize.py says why).
+delegate runs each of them whole (deploy/quantize.py says why).
 
 For each file: size raw and gzip-compressed, validation mean IoU and pixel accuracy
 on the trial's own validation set (from its params.json); for TFLite files also the
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 # Heavy libraries (TensorFlow, Keras, PIL) are imported inside the functions that use them:
 # `python -m segmodel --help` imports every command module, and should stay instant.
-
 import argparse
 import json
 import shutil
@@ -30,13 +29,24 @@ from pathlib import Path
 
 import numpy as np
 
-from . import amx, experiments
-from .cli import add_command, default_out
-from .errors import DataError, SegmodelError
-from .files import gzip_size, raw_size
-from .inference import TFLiteRunner, load_runner
-from .quantize import INT8_OUTPUTS, ConversionError, convert, short_name
-from .tflite_speed import runtime_fields
+from .. import data as datasets
+from ..cli import add_command, default_out
+from ..errors import DataError, SegmodelError
+from ..experiment import records
+from ..files import gzip_size, raw_size, write_text_atomic
+from ..params import from_saved
+from ..runtime import cpu_name
+from . import amx
+from .quantize import (
+    INT8_OUTPUTS,
+    ConversionError,
+    convert,
+    float32_model,
+    representative_images,
+    short_name,
+)
+from .runners import Runner, TFLiteRunner, load_runner
+from .speed import delegate_note, images_per_second, runtime_fields
 
 WARN_POINTS = 1.0   # mean IoU points (percent) a quantized model may lose before we warn
 FORMATS = ("keras", "saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8")
@@ -75,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
         raise ExportError(f"unknown format {', '.join(bad)}; choose from {', '.join(FORMATS)}")
     if args.speed_side < 0 or args.speed_side % 16:
         raise ExportError(f"--speed-side must be 0 or a multiple of 16 (the U-Net pools 4 times), got {args.speed_side}")
-    trial, exp = experiments.select_trial(args.experiment, args.trial, args.metric)
+    trial, exp = records.select_trial(args.experiment, args.trial, args.metric)
     amx.refuse()  # before the first interpreter: XNNPACK's int8 kernels are faster without AMX (segmodel/amx.py)
     if trial.diverged:
         raise ExportError(f"trial {trial.id} diverged ({trial.diverged}) and saved no model: nothing to export")
@@ -97,87 +107,106 @@ def _step(msg: str) -> float:
 
 def load_params(trial) -> "object":
     """The trial's Params from its params.json (unknown keys from other versions are ignored)."""
-    from .params import from_saved
     return from_saved(json.loads(trial.file("params.json").read_text()), "params.json").validate()
 
 
 def export_trial(trial, out: Path, formats=FORMATS, calibration_samples: int = 128, experiment_id=None,
                  speed_side: int = 256, int8_output: str = "float") -> dict:
-    import keras
-
-    from .runtime import cpu_name
-
+    """The trial's model in every format of `formats`, each file measured by running it: loaded,
+    converted, written, evaluated, timed; export.json says it all."""
     if calibration_samples < 1 and "tflite_int8" in formats:
         raise ExportError("--calibration-samples must be >= 1 for int8")
     out.mkdir(parents=True, exist_ok=True)
-    params = load_params(trial)
-    model_path = trial.file("model.keras")
-    keras.mixed_precision.set_global_policy("float32")
-    t = _step(f"trial {trial.id}: loading its validation data ({params.data_dir or 'built-in synthetic set'})...")
-    from . import data as datasets
-    splits = datasets.load(params)
-    print(f"  {splits.n_val} validation patches of {splits.patch_size}px ({time.time() - t:.1f}s)", file=sys.stderr)
-    model = float32_model(keras.models.load_model(model_path, compile=False))
-    calibration = lambda: representative_images(splits, calibration_samples)  # noqa: E731
-
-    entries, runners, converted = [], {}, {}
-    keras_path, saved_dir = out / "model.keras", out / "saved_model"
-    if "saved_model" in formats:
-        t = _step("writing the TensorFlow SavedModel...")
-        if saved_dir.exists():
-            shutil.rmtree(saved_dir)
-        model.export(str(saved_dir), format="tf_saved_model", verbose=False)
-    kinds = [f.split("_", 1)[1] for f in formats if f.startswith("tflite_")]
-    if kinds:
-        t = _step(f"converting to TFLite {', '.join(kinds)} (input fixed at 1x{splits.patch_size}x{splits.patch_size}"
-                  + (f"; int8 calibrated on {calibration_samples} training patches" if "int8" in kinds else "")
-                  + ")...")
-        try:
-            converted = {f"tflite_{k}": c for k, c in convert(model, kinds, calibration, int8_output=int8_output).items()}
-        except ConversionError as e:
-            raise ExportError(str(e)) from None
-        print(f"  ({time.time() - t:.0f}s)", file=sys.stderr, flush=True)
+    model, splits = _load(trial)
+    converted = _convert(model, formats, splits, calibration_samples, int8_output)
+    entries, runners = [], {}
     for i, fmt in enumerate(formats, start=1):
-        t = _step(f"[{i}/{len(formats)}] {fmt}: writing...")
-        if fmt == "keras":
-            path = keras_path
-            model.save(path)
-        elif fmt == "saved_model":
-            path = saved_dir
-        else:
-            path = out / f"model_{fmt.split('_', 1)[1]}.tflite"
-            path.write_bytes(converted[fmt].content)
-            if converted[fmt].floored:
-                print(f"  int8: floored the calibrated range of {len(converted[fmt].floored)} tensor(s) "
-                      f"that never fire on the calibration patches, so XNNPACK accepts their convs: "
-                      f"{', '.join(map(short_name, converted[fmt].floored))}", file=sys.stderr, flush=True)
-        written = time.time() - t
-        print(f"  measuring validation IoU by running {path.name}...", file=sys.stderr, flush=True)
-        scores = evaluate_file(path, splits)
-        raw, gz = raw_size(path), gzip_size(path)
-        entry = {"format": fmt, "file": path.name, "bytes": raw, "gzip_bytes": gz,
-                 "val_iou": scores["iou"], "val_accuracy": scores["accuracy"],
-                 "class_iou": scores["class_iou"], "seconds_to_write": round(written, 1),
-                 "seconds_to_evaluate": round(scores["seconds"], 1), **io_details(path)}
-        if fmt in converted:
-            runners[fmt] = scores["runner"]
-            entry.update(runtime_fields(scores["runner"], converted[fmt].problems),
-                         input_shape=list(converted[fmt].shape))
-            if fmt == "tflite_int8":
-                entry["int8_floored_tensors"] = converted[fmt].floored
+        entry, runner = _write_and_evaluate(model, fmt, out, splits, converted, f"[{i}/{len(formats)}]")
         entries.append(entry)
-        runtime = f", {entry['runtime']}" if "runtime" in entry else ""
-        print(f"  {fmt}: {raw / 1e6:.2f} MB ({gz / 1e6:.2f} MB gzip), mean IoU {scores['iou']:.4f}{runtime} "
-              f"({time.time() - t:.0f}s)", file=sys.stderr, flush=True)
-
+        if runner is not None:
+            runners[fmt] = runner
     speed = measure_speed(model, runners, splits, speed_side, int8_output) if runners else None
     for e in entries:
         if speed and e["format"] in speed["img_s"]:
             e["img_s"] = speed["img_s"][e["format"]]
+    result = _summary(trial, experiment_id, splits, entries, speed, formats, int8_output, calibration_samples)
+    write_text_atomic(out / "export.json", json.dumps(result, indent=2) + "\n")
+    return result
 
+
+def _load(trial):
+    """The trial's model under a float32 policy, and its validation data."""
+    import keras
+
+    params = load_params(trial)
+    keras.mixed_precision.set_global_policy("float32")
+    t = _step(f"trial {trial.id}: loading its validation data ({params.data_dir or 'built-in synthetic set'})...")
+    splits = datasets.load(params)
+    print(f"  {splits.n_val} validation patches of {splits.patch_size}px ({time.time() - t:.1f}s)", file=sys.stderr)
+    return float32_model(keras.models.load_model(trial.file("model.keras"), compile=False)), splits
+
+
+def _convert(model, formats, splits, calibration_samples: int, int8_output: str) -> dict:
+    """format -> quantize.Converted of every TFLite format asked, from one fixed-shape SavedModel."""
+    kinds = [f.split("_", 1)[1] for f in formats if f.startswith("tflite_")]
+    if not kinds:
+        return {}
+    t = _step(f"converting to TFLite {', '.join(kinds)} (input fixed at 1x{splits.patch_size}x{splits.patch_size}"
+              + (f"; int8 calibrated on {calibration_samples} training patches" if "int8" in kinds else "")
+              + ")...")
+    calibration = lambda: representative_images(splits, calibration_samples)  # noqa: E731
+    try:
+        converted = {f"tflite_{k}": c for k, c in convert(model, kinds, calibration, int8_output=int8_output).items()}
+    except ConversionError as e:
+        raise ExportError(str(e)) from None
+    print(f"  ({time.time() - t:.0f}s)", file=sys.stderr, flush=True)
+    return converted
+
+
+def _write_and_evaluate(model, fmt: str, out: Path, splits, converted: dict, counter: str) -> tuple[dict, object]:
+    """Write one format's file and score it by running it: (its export.json entry, its TFLite
+    runner for the speed table, or None)."""
+    t = _step(f"{counter} {fmt}: writing...")
+    if fmt == "keras":
+        path = out / "model.keras"
+        model.save(path)
+    elif fmt == "saved_model":
+        path = out / "saved_model"
+        if path.exists():
+            shutil.rmtree(path)
+        model.export(str(path), format="tf_saved_model", verbose=False)
+    else:
+        path = out / f"model_{fmt.split('_', 1)[1]}.tflite"
+        path.write_bytes(converted[fmt].content)
+        if converted[fmt].floored:
+            print(f"  int8: floored the calibrated range of {len(converted[fmt].floored)} tensor(s) "
+                  f"that never fire on the calibration patches, so XNNPACK accepts their convs: "
+                  f"{', '.join(map(short_name, converted[fmt].floored))}", file=sys.stderr, flush=True)
+    written = time.time() - t
+    print(f"  measuring validation IoU by running {path.name}...", file=sys.stderr, flush=True)
+    scores = evaluate_file(path, splits)
+    raw, gz = raw_size(path), gzip_size(path)
+    entry = {"format": fmt, "file": path.name, "bytes": raw, "gzip_bytes": gz,
+             "val_iou": scores["iou"], "val_accuracy": scores["accuracy"],
+             "class_iou": scores["class_iou"], "seconds_to_write": round(written, 1),
+             "seconds_to_evaluate": round(scores["seconds"], 1), **io_details(path)}
+    runner = None
+    if fmt in converted:
+        runner = scores["runner"]
+        entry.update(runtime_fields(runner, converted[fmt].problems), input_shape=list(converted[fmt].shape))
+        if fmt == "tflite_int8":
+            entry["int8_floored_tensors"] = converted[fmt].floored
+    runtime = f", {entry['runtime']}" if "runtime" in entry else ""
+    print(f"  {fmt}: {raw / 1e6:.2f} MB ({gz / 1e6:.2f} MB gzip), mean IoU {scores['iou']:.4f}{runtime} "
+          f"({time.time() - t:.0f}s)", file=sys.stderr, flush=True)
+    return entry, runner
+
+
+def _summary(trial, experiment_id, splits, entries: list, speed, formats, int8_output: str,
+             calibration_samples: int) -> dict:
+    """export.json: what was exported from where, how to feed each file, and every file's figures."""
     trial_metrics = trial.metrics
-    warnings = check(entries, trial_metrics)
-    result = {
+    return {
         "experiment": experiment_id,
         "trial": trial.id,
         "trial_dir": str(trial.dir),
@@ -200,16 +229,13 @@ def export_trial(trial, out: Path, formats=FORMATS, calibration_samples: int = 1
         "cpu": cpu_name(),
         "amx": amx.state(),
         "formats": entries,
-        "warnings": warnings,
+        "warnings": check(entries, trial_metrics),
     }
-    (out / "export.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result
 
 
 def check(entries: list[dict], trial_metrics: dict) -> list[str]:
     """Each entry's `iou_delta_points`, and the warnings: quantization loss, a TFLite file
     not run whole by XNNPACK, a Keras score that differs from the trial's own."""
-    from .tflite_speed import delegate_note
 
     # Quantization loss is measured against the float model (or the trial's own score if none was exported).
     reference = next((e["val_iou"] for e in entries if e["format"] in ("keras", "saved_model", "tflite_float32")),
@@ -237,7 +263,6 @@ def measure_speed(model, runners: dict, splits, side: int, int8_output: str = "f
     """Images/s at batch 1 of every TFLite file at the patch size (the written file) and at
     `side` px (the same weights converted the same way for that size: int8 calibrated on
     the calibration patches tiled up to it), all timed in the same rounds."""
-    from .tflite_speed import images_per_second
     timed = {(fmt, f"{splits.patch_size}px"): r for fmt, r in runners.items()}
     if side and side != splits.patch_size:
         t = _step(f"converting each TFLite format at {side}px to time it...")
@@ -259,56 +284,10 @@ def measure_speed(model, runners: dict, splits, side: int, int8_output: str = "f
             "sizes": sorted({size for _, size in timed}, key=lambda s: int(s[:-2])), "img_s": img_s}
 
 
-def float32_model(model):
-    """The same weights under a float32 policy: mixed-precision layers (bf16/fp16
-    compute) would otherwise put casts in the SavedModel and TFLite graphs."""
-    import keras
-    if all(getattr(layer.dtype_policy, "name", "float32") == "float32" for layer in model.layers):
-        return model
-
-    def clone(layer):
-        config = layer.get_config()
-        config["dtype"] = "float32"
-        return layer.__class__.from_config(config)
-
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-# ---- conversion ------------------------------------------------------------------
-
-def representative_images(splits, n: int):
-    """Up to n training patches (HxWxC float32), what int8 calibrates on."""
-    count = 0
-    for x, _ in splits.train:
-        for img in np.asarray(x):
-            if count >= n:
-                return
-            count += 1
-            yield img.astype(np.float32)
-
-
-def convert_tflite(saved_dir: Path, kind: str, splits, calibration_samples: int) -> bytes:
-    """A SavedModel (any input shape) as TFLite `kind`, int8 calibrated on training patches
-    (the benches' path; export converts with a fixed shape, `quantize.convert`)."""
-    from .quantize import convert_saved_model
-    if kind == "int8" and calibration_samples < 1:
-        raise ExportError("--calibration-samples must be >= 1 for int8")
-    try:
-        return convert_saved_model(saved_dir, kind, lambda: representative_images(splits, calibration_samples)
-                                   ).content
-    except ConversionError as e:
-        raise ExportError(str(e)) from None
-
-
-# ---- measuring ----------------------------------------------------------------------
-
 def io_details(path: Path) -> dict:
     """A TFLite file's input/output dtype and [scale, zero_point] (what a deployment must feed)."""
     if path.suffix != ".tflite":
         return {}
-    from .inference import TFLiteRunner
     r = TFLiteRunner(path, threads=1)
     quant = lambda d: list(d["quantization"]) if d["quantization"][0] else None  # noqa: E731 - (0, 0) = float
     return {"input_dtype": np.dtype(r.input["dtype"]).name, "input_quantization": quant(r.input),
@@ -318,8 +297,7 @@ def io_details(path: Path) -> dict:
 def evaluate_file(path, splits) -> dict:
     """Accuracy and mean IoU of the file's (or runner's) predictions over the validation
     set, from one confusion matrix (as training's evaluation); and the runner that ran."""
-    from .inference import Runner
-    from .metrics import scores_from_confusion
+    from ..metrics import scores_from_confusion
 
     started = time.time()
     run = path if isinstance(path, Runner) else load_runner(path)
