@@ -18,9 +18,8 @@ def main(argv: list[str] | None = None, prog: str = "trial.py") -> int:
         params = resolve(flags, nni_bridge.tuned_parameters())
         out_dir = params.output_dir or nni_bridge.output_dir() or "out"
         with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines are progress: stderr
-            from .train import (
-                run_trial,  # after the parameters are valid: importing TensorFlow takes seconds
-            )
+            # after the parameters are valid: importing TensorFlow takes seconds
+            from .train import run_trial
             metrics = run_trial(params, nni_bridge.Reporter(), out_dir)
     except SegmodelError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

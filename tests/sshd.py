@@ -24,9 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from segmodel.experiment.manager import (
-    free_port,  # NNI needs port+1 free too; harmless for sshd
-)
+# NNI needs port+1 free too; harmless for sshd
+from segmodel.experiment.manager import free_port
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 

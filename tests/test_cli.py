@@ -75,3 +75,26 @@ def test_trial_stdout_is_json_alone_on_a_user_error():
                                                                           "PATH": "/usr/bin:/bin"})
     assert run.returncode == 2 and run.stdout == ""
     assert run.stderr.count("\n") == 1 and "patch_size" in run.stderr
+
+
+def test_help_and_the_light_faces_load_neither_tensorflow_nor_nni():
+    """`python -m segmodel --help` stays instant: every command's parser, the `deploy` and
+    `experiment` faces and the names they list, and the kept aliases load no TensorFlow."""
+    probe = ("import sys, contextlib, io\n"
+             "from segmodel.__main__ import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             "    try: main(['--help'])\n"
+             "    except SystemExit: pass\n"
+             "import segmodel.deploy as d, segmodel.experiment as e, segmodel.amx\n"
+             "names = [d.convert, d.load_runner, d.images_per_second, d.LatencyProbe, e.load, e.Reporter]\n"
+             "heavy = sorted({'tensorflow', 'keras', 'nni', 'segmentation_models'} & set(sys.modules))\n"
+             "assert not heavy, heavy\n")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_the_old_tuner_name_is_the_new_class():
+    """NNI stored `segmodel.tuning.InformedTuner` in every experiment made before the layout."""
+    from segmodel.experiment.tuner import InformedTuner
+    from segmodel.tuning import InformedTuner as Old
+    assert Old is InformedTuner

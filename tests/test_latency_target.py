@@ -77,9 +77,9 @@ def test_trial_with_a_latency_target_reports_what_it_measured(tmp_path, capsys, 
 def test_a_machine_that_cannot_time_is_refused_before_training(tmp_path, monkeypatch):
     """The probe times the dense model when the trial starts: a runner that fails there is a
     one-line ParamError (exit 2), not a crash after training."""
-    import segmodel.deploy.runners
     from segmodel import data as datasets
     from segmodel.compress.compression import Compression
+    from segmodel.deploy import latency_probe
     from segmodel.model import build_model
 
     class NoRuntime:
@@ -88,7 +88,7 @@ def test_a_machine_that_cannot_time_is_refused_before_training(tmp_path, monkeyp
 
     params = _params(tmp_path, prune_target="latency:0.5")
     splits = datasets.load(params)
-    monkeypatch.setattr(segmodel.deploy.runners, "TFLiteRunner", NoRuntime)
+    monkeypatch.setattr(latency_probe, "TFLiteRunner", NoRuntime)
     with pytest.raises(ParamError) as e:
         Compression.for_trial(params, build_model(params, splits.n_classes), splits)
     assert str(e.value) == ("prune_target latency: cannot time a TFLite model on this machine "

@@ -281,9 +281,8 @@ def test_bad_parameter_fails_before_tensorflow_is_imported():
 def test_config_yml_passes_only_what_differs_from_the_defaults():
     """One source of truth: a default lives in Params; config.yml's trial command states
     only where the experiment differs (a flag equal to its default would be a second copy)."""
-    from benchmarks.grid import (
-        config_trial_flags,  # the repository root is on sys.path (python -m pytest)
-    )
+    # the repository root is on sys.path (python -m pytest)
+    from benchmarks.grid import config_trial_flags
     flags = parse_flags(config_trial_flags(Path(__file__).resolve().parents[1] / "config.yml"))
     assert flags, "config.yml's trialCommand has no flags: then say so in its comment"
     for name, raw in flags.items():

@@ -158,7 +158,7 @@ def test_broken_search_space_fails_trials_clearly_and_experiment_runs_on(tmp_pat
             assert not (exp.trial_dir(tid) / "metrics.json").exists()
         # The run is over but not in error: every trial was tried.
         assert exp.wait_done()
-        # ... and config.yml's tuner was told each failure as the worst result (segmodel/tuning.py).
+        # ... and config.yml's tuner was told each failure as the worst result (segmodel/experiment/tuner.py).
         folder = exp.workdir / "nni-experiments" / exp.id
         deadline = time.time() + STALL_S
         while len(told := read_told(folder)) < 3 and time.time() < deadline:

@@ -18,9 +18,8 @@ from nni_helpers import (
 EPOCHS = 15
 TRIAL = f"{TINY_DATA} --batch_size 8 --schedule init --sparsity 0 --epochs {EPOCHS} --finetune_epochs 0 --threads 1"
 
-from benchmarks import (
-    tuner as tuner_bench,  # the repository root is on sys.path (python -m pytest)
-)
+# the repository root is on sys.path (python -m pytest)
+from benchmarks import tuner as tuner_bench
 from segmodel.__main__ import main
 from segmodel.experiment import records
 

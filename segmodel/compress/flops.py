@@ -10,9 +10,7 @@ import keras
 
 from ..errors import ParamError
 from ..surgery import walk_layers
-from .channels import (
-    PRODUCERS,  # the layers that make channels: Conv*, Conv*Transpose, Dense
-)
+from .graph import PRODUCERS  # the layers that make channels: Conv*, Conv*Transpose, Dense
 
 
 def _macs(layer, in_shape, out_shape) -> int:
