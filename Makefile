@@ -12,7 +12,7 @@ BIND ?= $(SEGMODEL_BIND)
 LOCK ?= requirements.lock
 CONSTRAINTS := $(if $(LOCK),-c $(LOCK))
 
-.PHONY: setup experiment stop lint test test-no-bf16 bench lock clean
+.PHONY: setup experiment confirm stop lint test test-no-bf16 bench lock clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
@@ -30,6 +30,15 @@ experiment: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" SEGMODEL_BIND="$(BIND)" $(BIN)/nnictl create --config $(CONFIG) --port $(PORT)
 	@$(BIN)/python -m segmodel.experiment.listening $(PORT) $(CONFIG)
 	@echo "Stop it with: make stop"
+
+# The search's top trials on seeds, as a new experiment on the search's training service:
+# make confirm EXP=<id> [ARGS="--top 3 --seeds 3 --reference dense -- --epochs 12"] [CONFIRM_PORT=8081]
+CONFIRM_PORT ?= 8081
+confirm: setup
+	@test -n "$(EXP)" || { echo "error: make confirm EXP=<experiment id or folder>"; exit 2; }
+	@SEGMODEL_BIND="$(BIND)" $(BIN)/python -m segmodel.experiment.loopback_hook
+	PATH="$(CURDIR)/$(BIN):$$PATH" SEGMODEL_BIND="$(BIND)" $(BIN)/python -m segmodel confirm $(EXP) --port $(CONFIRM_PORT) $(ARGS)
+	@-$(BIN)/python -m segmodel.experiment.listening $(CONFIRM_PORT)
 
 stop:
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nnictl stop --port $(PORT)

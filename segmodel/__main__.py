@@ -1,4 +1,4 @@
-"""`python -m segmodel COMMAND`: train | data | report | export | retrain | predict.
+"""`python -m segmodel COMMAND`: train | data | report | confirm | export | retrain | predict.
 
 Each command lives in its own module exposing `register(subparsers)`, which adds a
 subparser whose `func(args) -> int` does the work; `train` parses its own arguments
@@ -13,7 +13,8 @@ from . import cli_trial
 from .cli import FLAG_STYLE, normalize_flags
 from .errors import ParamError, SegmodelError
 
-COMMAND_MODULES = ("segmodel.data.cli", "segmodel.experiment.report", "segmodel.deploy.export", "segmodel.retrain", "segmodel.deploy.predict")
+COMMAND_MODULES = ("segmodel.data.cli", "segmodel.experiment.report", "segmodel.experiment.confirm",
+                   "segmodel.deploy.export", "segmodel.retrain", "segmodel.deploy.predict")
 
 
 def build_parser() -> argparse.ArgumentParser:

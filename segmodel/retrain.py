@@ -4,7 +4,8 @@ take the winner home at full quality.
 An NNI experiment tunes at low fidelity (few epochs a trial), which is right for search
 but ships a half-trained model. This reruns the chosen trial (default: the best) with its
 own parameters (its params.json) as one ordinary trial into DIR (default
-./retrain-<experiment>): the pruning recipe is the trial's (Params defaults: global
+./retrain-<experiment>; of a confirm experiment: the best seed of the candidate with the best
+mean): the pruning recipe is the trial's (Params defaults: global
 ranking, cosine fine-tuning). Trial flags after `--` override the trial's parameters --
 the budget above all. Then `python -m segmodel export DIR` ships it.
 
@@ -56,9 +57,8 @@ def main(args: argparse.Namespace) -> int:
     before = trial.metrics
     print(f"retrain: trial {trial.id} (val mean IoU {before.get('iou', float('nan')):.4f}) with "
           f"{params.epochs} + {params.finetune_epochs} epochs into {args.out}", file=sys.stderr, flush=True)
-    from .train import (
-        run_trial,  # after the parameters are valid: importing TensorFlow takes seconds
-    )
+    # after the parameters are valid: importing TensorFlow takes seconds
+    from .train import run_trial
     with contextlib.redirect_stdout(sys.stderr):  # Keras' epoch lines are progress: stderr
         metrics = run_trial(params, nni_bridge.Reporter(), args.out)
     print(json.dumps(metrics, indent=2, sort_keys=True))

@@ -70,6 +70,14 @@ class NNIExperiment:
         self.env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}", **(env or {})}
         self.id: str | None = None
 
+    @classmethod
+    def attach(cls, exp_id: str, port: int, working_directory: Path, env: dict | None = None) -> "NNIExperiment":
+        """An experiment something else started (e.g. `segmodel confirm`), to watch and stop."""
+        exp = cls({}, Path(working_directory).parent, env)
+        exp.config["experimentWorkingDirectory"] = str(working_directory)
+        exp.id, exp.port = exp_id, port
+        return exp
+
     # -- lifecycle --------------------------------------------------------------
     def __enter__(self) -> "NNIExperiment":
         self.start()

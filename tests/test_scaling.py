@@ -309,6 +309,20 @@ def test_remote_trial_over_ssh_succeeds(tmp_path):
             used = json.loads((trial_dir / "params.json").read_text())
             assert used["data_dir"] == str(shared_data)
             assert (trial_dir / "metrics.json").is_file()
+
+        # `confirm` of this search runs on the same workers: their machine list, reachable now...
+        folder = tmp_path / "nni-experiments" / exp.id
+        confirm = [sys.executable, "-m", "segmodel", "confirm", str(folder), "--top", "1", "--seeds", "2",
+                   "--dry-run", "--out", str(tmp_path / "confirm")]
+        run = subprocess.run(confirm, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        written = load_validated(tmp_path / "confirm" / "config.yml", tmp_path)
+        assert written["trainingService"]["machineList"][0]["port"] == sshd.port
+        assert written["trialCommand"] == config["trialCommand"] and written["maxTrialNumber"] == 2
+        # ...and refused in one line, nothing started, once they are not
+        sshd.stop()
+        run = subprocess.run(confirm, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and "not reachable: remote machine 127.0.0.1" in run.stderr, run.stderr
     finally:
         _kill_trial_keepers(worker_home)
         sshd.stop()

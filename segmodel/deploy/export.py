@@ -1,5 +1,6 @@
 """`python -m segmodel export EXPERIMENT [--trial ID] --out DIR`: the best trial's
-model as files to deploy, each one measured by running that very file.
+model as files to deploy, each one measured by running that very file. Of a confirm
+experiment, the best trial is the best seed of the candidate with the best mean.
 
 Writes model.keras, a TensorFlow SavedModel, and TFLite float32, float16 (weights),
 dynamic-range int8 (weights) and full-integer int8 (int8 weights, activations, input

@@ -10,6 +10,7 @@ import os
 import sys
 
 from ..errors import ParamError
+from .confirmation import LABEL
 
 
 def in_nni() -> bool:
@@ -28,10 +29,12 @@ def tuned_parameters() -> dict:
 def from_tuner(values: dict) -> dict:
     """Translate the keys some NNI tuners add to the search space's own.
 
-    Hyperband and BOHB add `TRIAL_BUDGET`, the resource of this round: segmodel spends
+    A confirm experiment adds `candidate` (which top trial a cell re-runs; its parameters come
+    with it). Hyperband and BOHB add `TRIAL_BUDGET`, the resource of this round: segmodel spends
     it as dense training epochs (set the advisor's R / max_budget in epochs). PBT adds
     checkpoint folders to resume from, which segmodel trials do not do: say so."""
     values = dict(values)
+    values.pop(LABEL, None)  # a confirm experiment's name for the cell's candidate: a label, not a parameter
     if "TRIAL_BUDGET" in values:
         values["epochs"] = max(1, round(float(values.pop("TRIAL_BUDGET"))))
     if "load_checkpoint_dir" in values or "save_checkpoint_dir" in values:

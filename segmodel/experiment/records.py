@@ -6,7 +6,7 @@ NNI 3.0 keeps each experiment in `<workdir>/<id>/` (default workdir
 config, every trial's status events, hyperparameters and reported metrics. Each
 trial's files (our metrics.json, model.keras, plots) are in its log path,
 `environments/local-env/trials/<trial id>/` on the local platform. What segmodel's tuner
-adapter told the tuner about each trial is in `checkpoint/tuner_told.jsonl` (segmodel/tuning.py).
+adapter told the tuner about each trial is in `checkpoint/tuner_told.jsonl` (segmodel/experiment/tuner.py).
 
 A plain trial folder (`python -m segmodel train --output_dir DIR`) also works
 wherever one trial is enough (export): see `load_trial_folder`.
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SegmodelError
+from . import confirmation
 
 ENDED = ("SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED")
 TOLD_LOG = Path("checkpoint") / "tuner_told.jsonl"   # written by segmodel.experiment.tuner.InformedTuner
@@ -338,11 +339,18 @@ def load_trial_folder(path: str | os.PathLike) -> Trial:
 
 
 def select_trial(experiment: str, trial_id: str | None = None, metric: str = "default") -> tuple[Trial, Experiment | None]:
-    """The named trial, or the experiment's best; a trial folder stands for itself."""
+    """The named trial, or the experiment's best (of a confirm experiment: the best seed of the
+    candidate with the best mean); a trial folder stands for itself."""
     if is_trial_folder(experiment):
         if trial_id:
             raise ExperimentError(f"{experiment} is a single trial's folder; --trial applies to experiments only")
         return load_trial_folder(experiment), None
     exp = load(experiment)
-    trial = exp.trial(trial_id) if trial_id else exp.best(metric)
-    return trial, exp
+    if trial_id:
+        return exp.trial(trial_id), exp
+    if confirmation.is_confirm(exp):  # the winner by mean over seeds, its best seed's trial
+        trial = confirmation.winner_trial(exp, metric, exp.optimize_mode != "minimize")
+        if trial is None:
+            raise ExperimentError(f"confirm experiment {exp.id} has no candidate with a final {metric} yet")
+        return trial, exp
+    return exp.best(metric), exp

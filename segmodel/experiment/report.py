@@ -1,7 +1,9 @@
 """`python -m segmodel report EXPERIMENT`: a leaderboard of an experiment's trials
 (table, CSV, Markdown) with what the tuner was told about each, a Pareto plot of mean
 IoU against sparsity and model size (or FLOPs: `--pareto-x mflops,gzip_mb`), and the best
-`default` so far against time.
+`default` so far against time. Of a confirm experiment (`confirm`), also its candidates
+ranked by their mean over seeds, the winner against the runner-up seed by seed in one line,
+and every seed's result (confirm.csv, confirm.md, seeds.png).
 
 Reads NNI's database read-only, so it works while the experiment runs. Trials that
 failed, were early-stopped or still run are listed too, after the ranked ones.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from ..cli import add_command, default_out
 from ..files import gzip_size, write_text_atomic
-from . import records
+from . import confirmation, records
 from .records import Experiment, Trial
 
 FIXED = ("rank", "trial", "seq", "status", "default", "told", "iou", "dense_iou", "accuracy", "sparsity",
@@ -67,6 +69,8 @@ def main(args: argparse.Namespace) -> int:
         written.append("pareto.png")
     if plot_best_vs_time(exp, out / "best_vs_time.png"):
         written.append("best_vs_time.png")
+    if confirmation.is_confirm(exp):
+        written += confirm_section(exp, out, args.metric)
     print(f"wrote {', '.join(str(out / w) for w in written)}", file=sys.stderr)
     return 0
 
@@ -120,9 +124,37 @@ def leaderboard(exp: Experiment, metric: str = "default", progress: bool = False
     return rows
 
 
+CONFIRM_COLUMNS = ("rank", "candidate", "n", "mean", "sd", "min", "max", "vs_winner", "vs_winner_p", "vs_reference",
+                   "vs_reference_p")
+
+
+def confirm_section(exp: Experiment, out: Path, metric: str) -> list[str]:
+    """A confirm experiment's candidates by mean over seeds (stdout, confirm.csv), the one-line
+    verdict on the winner, and every seed's result (seeds.png); returns the files written."""
+    ranked = confirmation.candidates(exp, metric, exp.optimize_mode != "minimize")
+    rows = confirmation.table(ranked, metric)
+    columns = [c for c in CONFIRM_COLUMNS if any(c in r for r in rows)]
+    columns += [k for r in rows for k in r if k not in columns and k not in CONFIRM_COLUMNS]
+    columns = list(dict.fromkeys(columns))
+    print(f"\ncandidates by mean {metric} over seeds (vs_*: paired by seed, p: paired t-test):")
+    print(format_table(rows, columns))
+    line = confirmation.verdict(ranked, metric)
+    print(line)
+    write_text_atomic(out / "confirm.csv", to_csv(rows, columns))
+    write_text_atomic(out / "confirm.md", "\n".join([
+        f"# Confirm experiment {exp.id}", "", line, "",
+        "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+        *("| " + " | ".join(_fmt(c, r.get(c)) for c in columns) + " |" for r in rows), "",
+        "![every seed's result](seeds.png)", ""]))
+    written = ["confirm.csv", "confirm.md"]
+    if confirmation.plot_seeds(ranked, out / "seeds.png", metric, f"experiment {exp.id}: {metric} per seed"):
+        written.append("seeds.png")
+    return written
+
+
 def told(t: Trial):
     """The `default` the tuner got for this trial: what segmodel's tuner adapter logged
-    (segmodel/tuning.py), else the final result (every final reaches the tuner); None when
+    (segmodel/experiment/tuner.py), else the final result (every final reaches the tuner); None when
     the tuner was told nothing (a stopped or failed trial under a plain NNI tuner)."""
     if t.told is not None:
         return t.told.get("value")
