@@ -12,7 +12,7 @@ from segmodel.cli import normalize_flags
 from segmodel.params import build_parser as trial_parser
 
 ROOT = Path(__file__).resolve().parents[1]
-WRITERS = {"report", "export", "retrain", "predict", "data synth"}  # commands that write files
+WRITERS = {"report", "confirm", "export", "retrain", "predict", "data synth"}  # commands that write files
 
 
 def commands() -> dict[str, argparse.ArgumentParser]:
@@ -33,7 +33,8 @@ def commands() -> dict[str, argparse.ArgumentParser]:
 
 
 def test_every_command_is_walked():
-    assert set(commands()) == {"train", "data synth", "data inspect", "report", "export", "retrain", "predict"}
+    assert set(commands()) == {"train", "data synth", "data inspect", "report", "confirm", "export", "retrain",
+                               "predict"}
 
 
 @pytest.mark.parametrize("name", sorted(commands()))

@@ -1,23 +1,15 @@
 """Channel pruning with a real speedup, for functional Keras 3 models.
 
-NNI's TensorFlow pruners only make masks and its ModelSpeedup is PyTorch-only, so
-this is ours. `plan()` ranks the output channels (filters) of every Conv/Dense layer
-that `config_list` selects, NNI's L1NormPruner / L2NormPruner / FPGMPruner criteria or,
-measured on calibration samples (segmodel.compress.activation_stats), its ActivationAPoZRank /
-ActivationMeanRank criteria, channels that never fire first (`dead_plan`: only those, an
-exact rebuild), dependency-aware: it walks the functional graph through the model's public config,
-following which channels of each tensor come from which producer, so that
-
-- a consumer's input slice moves with each source's kept channels through
-  Concatenate (the U-Net's skips) and channel-wise layers (BN, pooling, dropout,
-  activations, upsampling, padding);
-- producers joined by Add/Multiply/... are tied: they keep the same channels, ranked
-  by the group's summed criterion, pruned at the smallest sparsity asked of any member
-  (NNI's dependency-aware mode);
-- channels that reach a model output are never removed (the head keeps its classes);
-- a layer it does not understand on a pruned path is a ParamError naming it.
-
-The dependency graph is `graph.ChannelGraph`, the criteria `importance.py`.
+NNI's TensorFlow pruners only make masks and its ModelSpeedup is PyTorch-only, so this is
+ours. `plan()` chooses the output channels (filters) to keep in every Conv/Dense layer that
+`config_list` selects, ranked by a criterion (importance.py: NNI's L1Norm / L2Norm / FPGM
+pruners, or its ActivationAPoZRank / ActivationMeanRank measured on calibration samples),
+channels that never fire first (`dead_plan`: only those, an exact rebuild). It is
+dependency-aware through the channel graph (graph.ChannelGraph): a consumer's input slice
+follows its sources through skips and channel-wise layers; producers tied by Add/Multiply
+keep the same channels, ranked by the group's summed criterion and pruned at the smallest
+sparsity asked of any member (NNI's dependency-aware mode); channels that reach an output
+stay; a layer the graph cannot see through on a pruned path is a ParamError naming it.
 
 `rebuild()` then builds a physically thinner model from the edited config
 (`filters`/`units`) and copies the kept filters and input slices over: fewer
