@@ -4,6 +4,7 @@ experiment itself is real (a tiny search, then its confirmation, stopped and res
 import csv
 import json
 import math
+import socket
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from scipy import stats
 from segmodel.__main__ import main
 from segmodel.errors import ParamError
 from segmodel.experiment import confirmation, nni_bridge, records
-from segmodel.experiment.confirm import DENSE, check_reachable, experiment_config, plan, trial_overrides
+from segmodel.experiment.confirm import DENSE, check_reachable, experiment_config, plan, start, trial_overrides
 from segmodel.experiment.confirmation import LABEL, REFERENCE, TUNER
 from segmodel.experiment.records import Experiment, Trial
 
@@ -130,6 +131,11 @@ def test_bad_plans_are_refused_before_anything_starts():
         {"host": "127.0.0.1", "port": closed, "user": "u"}]}}
     with pytest.raises(ParamError, match=f"not reachable: remote machine 127.0.0.1:{closed}"):
         check_reachable(remote)
+    with socket.socket() as busy:  # the search's web UI, say: nothing is started on its port
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(ParamError, match=f"port {busy.getsockname()[1]} is in use"):
+            start(ROOT / "config.yml", busy.getsockname()[1])
 
 
 # ---- a real confirmation: search, confirm, stop, resume, report ---------------------------
