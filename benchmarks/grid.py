@@ -30,7 +30,7 @@ import yaml  # installed with nni
 
 from segmodel.errors import ParamError, SegmodelError
 from segmodel.files import write_json_atomic, write_text_atomic
-from segmodel.params import parse_flags, resolve
+from segmodel.params import command_flags, parse_flags, resolve
 from segmodel.runtime import available_cores, cpu_name
 
 from . import table
@@ -181,8 +181,7 @@ def scan(out: Path, variants) -> dict:
 
 def config_trial_flags(config: str | os.PathLike) -> list[str]:
     """The flags of an NNI config's `trialCommand: python3 trial.py FLAGS` (the experiment's settings)."""
-    argv = shlex.split(yaml.safe_load(Path(config).read_text())["trialCommand"])
-    return argv[argv.index("trial.py") + 1:] if "trial.py" in argv else []
+    return command_flags(yaml.safe_load(Path(config).read_text())["trialCommand"])
 
 
 def main(args: argparse.Namespace, preset: Preset, name: str) -> int:

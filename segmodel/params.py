@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import math
+import shlex
 import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
@@ -325,6 +326,13 @@ def parse_flags(argv: list[str] | None = None, prog: str = "trial.py") -> dict[s
     and `--a-b` are the same flag (cli.normalize_flags)."""
     argv = sys.argv[1:] if argv is None else argv
     return vars(build_parser(prog).parse_args(normalize_flags(argv)))
+
+
+def command_flags(command: str) -> list[str]:
+    """The trial flags of a command line `python3 trial.py FLAGS` (an NNI config's trialCommand)."""
+    words = shlex.split(command)
+    at = next((i for i, w in enumerate(words) if w.endswith("trial.py")), None)
+    return words[at + 1:] if at is not None else []
 
 
 def from_saved(values: Mapping[str, Any], source: str) -> Params:

@@ -26,7 +26,6 @@ import copy
 import json
 import os
 import re
-import shlex
 import socket
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import yaml
 from ..cli import add_command, default_out
 from ..errors import ParamError
 from ..files import write_text_atomic
-from ..params import Params, parse_flags, resolve
+from ..params import Params, command_flags, parse_flags, resolve
 from . import records
 from .confirmation import LABEL, REFERENCE, TUNER, is_confirm
 
@@ -120,17 +119,10 @@ def plan(source, top: int, seeds: int, metric: str, overrides: dict, reference: 
     if reference:
         candidates.append((REFERENCE, {**chosen[0].parameters, **overrides, **DENSE}))
     cells = [{**params, "seed": seed, LABEL: label} for seed in range(seeds) for label, params in candidates]
-    flags = command_flags(source.config.get("trialCommand", ""))
+    flags = parse_flags(command_flags(source.config.get("trialCommand", "")), prog="the source's trialCommand")
     for cell in cells[:len(candidates)]:  # one seed checks them all: the seed is always valid
         resolve(flags, {k: v for k, v in cell.items() if k != LABEL})
     return cells
-
-
-def command_flags(command: str) -> dict:
-    """The flags of the source's trial command (`... trial.py --patch-size 64`), as a trial reads them."""
-    words = shlex.split(command)
-    at = next((i for i, w in enumerate(words) if w.endswith("trial.py")), None)
-    return parse_flags(words[at + 1:], prog="the source's trialCommand") if at is not None else {}
 
 
 def experiment_config(source, cells: list[dict], top: int, seeds: int, budget_changed: bool,

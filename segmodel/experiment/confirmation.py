@@ -83,6 +83,11 @@ def candidates(exp, metric: str = "default", maximize: bool = True) -> list[Cand
     return scored + [c for c in found.values() if not c.n]
 
 
+def contenders(ranked: list[Candidate]) -> list[Candidate]:
+    """The candidates that can win: those with a result, the reference aside; best first."""
+    return [c for c in ranked if c.n and c.label != REFERENCE]
+
+
 def paired(a: Candidate, b: Candidate) -> Paired:
     seeds = sorted(set(a.by_seed) & set(b.by_seed))
     diffs = [a.by_seed[s] - b.by_seed[s] for s in seeds]
@@ -131,14 +136,14 @@ def _betainc(a: float, b: float, x: float) -> float:
 
 def verdict(ranked: list[Candidate], metric: str, level: float = LEVEL) -> str:
     """One line: the winner, and whether the runner-up is told apart from it seed by seed."""
-    contenders = [c for c in ranked if c.n and c.label != REFERENCE]
-    if not contenders:
+    able = contenders(ranked)
+    if not able:
         return f"no candidate has a final {metric} yet"
-    win = contenders[0]
+    win = able[0]
     head = f"winner {win.label}: {metric} {win.mean:.4f} ± {win.sd:.4f} over {win.n} seeds"
-    if len(contenders) < 2:
+    if len(able) < 2:
         return head + "; no runner-up to compare"
-    second = contenders[1]
+    second = able[1]
     d = paired(win, second)
     if d.n < 2:
         return head + f"; {second.label} shares fewer than 2 seeds with it: not compared"
@@ -150,15 +155,15 @@ def verdict(ranked: list[Candidate], metric: str, level: float = LEVEL) -> str:
 def table(ranked: list[Candidate], metric: str) -> list[dict]:
     """One row per candidate: n, mean, sd, min, max, the paired difference to the winner and to
     the reference (when there is one), then its parameters."""
-    contenders = [c for c in ranked if c.n and c.label != REFERENCE]
+    able = contenders(ranked)
     reference = next((c for c in ranked if c.label == REFERENCE and c.n), None)
     rows = []
     for rank, c in enumerate(ranked, start=1):
         row = {"rank": rank if c.n else "", "candidate": c.label, "n": c.n, "mean": c.mean if c.n else None,
                "sd": None if math.isnan(c.sd) else c.sd, "min": min(c.values, default=None),
                "max": max(c.values, default=None)}
-        if contenders and c is not contenders[0] and c.n:
-            d = paired(c, contenders[0])
+        if able and c is not able[0] and c.n:
+            d = paired(c, able[0])
             row.update(vs_winner=d.mean, vs_winner_p=None if math.isnan(d.p) else d.p)
         if reference is not None and c is not reference and c.n:
             d = paired(c, reference)
@@ -170,10 +175,10 @@ def table(ranked: list[Candidate], metric: str) -> list[dict]:
 def winner_trial(exp, metric: str = "default", maximize: bool = True):
     """The winning candidate's (best mean, the reference aside) trial with the best seed: what
     retrain and export take from a confirm experiment."""
-    contenders = [c for c in candidates(exp, metric, maximize) if c.n and c.label != REFERENCE]
-    if not contenders:
+    able = contenders(candidates(exp, metric, maximize))
+    if not able:
         return None
-    win = contenders[0]
+    win = able[0]
     pick = max if maximize else min
     return win.trials[pick(win.by_seed, key=win.by_seed.get)]
 

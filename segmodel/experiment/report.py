@@ -133,18 +133,15 @@ def confirm_section(exp: Experiment, out: Path, metric: str) -> list[str]:
     verdict on the winner, and every seed's result (seeds.png); returns the files written."""
     ranked = confirmation.candidates(exp, metric, exp.optimize_mode != "minimize")
     rows = confirmation.table(ranked, metric)
-    columns = [c for c in CONFIRM_COLUMNS if any(c in r for r in rows)]
-    columns += [k for r in rows for k in r if k not in columns and k not in CONFIRM_COLUMNS]
-    columns = list(dict.fromkeys(columns))
+    columns = list(dict.fromkeys([c for c in CONFIRM_COLUMNS if any(c in r for r in rows)]
+                                 + [k for r in rows for k in r if k not in CONFIRM_COLUMNS]))
     print(f"\ncandidates by mean {metric} over seeds (vs_*: paired by seed, p: paired t-test):")
     print(format_table(rows, columns))
     line = confirmation.verdict(ranked, metric)
     print(line)
     write_text_atomic(out / "confirm.csv", to_csv(rows, columns))
     write_text_atomic(out / "confirm.md", "\n".join([
-        f"# Confirm experiment {exp.id}", "", line, "",
-        "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
-        *("| " + " | ".join(_fmt(c, r.get(c)) for c in columns) + " |" for r in rows), "",
+        f"# Confirm experiment {exp.id}", "", line, "", *markdown_table(rows, columns), "",
         "![every seed's result](seeds.png)", ""]))
     written = ["confirm.csv", "confirm.md"]
     if confirmation.plot_seeds(ranked, out / "seeds.png", metric, f"experiment {exp.id}: {metric} per seed"):
@@ -223,14 +220,18 @@ def to_csv(rows: list[dict], columns: list[str]) -> str:
     return buf.getvalue()
 
 
+def markdown_table(rows: list[dict], columns: list[str]) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+            *("| " + " | ".join(_fmt(c, r.get(c)) for c in columns) + " |" for r in rows)]
+
+
 def to_markdown(exp: Experiment, rows: list[dict], columns: list[str], metric: str) -> str:
     ranked = [r for r in rows if r["rank"] != ""]
     others = [r for r in rows if r["rank"] == ""]
     md = [f"# Experiment {exp.id}", "",
           f"{len(exp.trials)} trials ({exp.status or 'status unknown'}), ranked by `{metric}` ({exp.optimize_mode}). "
           f"Folder: `{exp.dir}`.", "",
-          "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    md += ["| " + " | ".join(_fmt(c, r.get(c)) for c in columns) + " |" for r in ranked]
+          *markdown_table(ranked, columns)]
     if ranked and ranked[0].get("dir"):
         md += ["", f"Best trial `{ranked[0]['trial']}`: plots and history in `{ranked[0]['dir']}` "
                "(iou_vs_epoch.png, loss_vs_epoch.png, pr_curves.png, predictions.png, history.csv)."]
