@@ -28,6 +28,7 @@ BENCHES = {
     "precision-iou": presets.PRECISION_IOU,
     "channels": presets.CHANNELS,
     "memory": "benchmarks.memory",
+    "trial-anatomy": "benchmarks.trial_anatomy",
     "trials-per-hour": "benchmarks.trials_per_hour",
     "tuner": "benchmarks.tuner",
     "tuner-db": "benchmarks.tuner_db",

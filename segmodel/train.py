@@ -35,7 +35,7 @@ from .errors import TrainingDiverged
 from .experiment import manager, nni_bridge
 from .files import gzip_size, save_model_atomic, write_json_atomic
 from .losses import task_loss
-from .metrics import evaluate_model, scores_from_confusion, training_metrics
+from .metrics import Scorer, scores_from_confusion, training_metrics
 from .model import build_model
 from .params import Params
 from .surgery import fresh_copy
@@ -57,6 +57,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
     tensorboard = tensorboard_writer(nni_bridge.tensorboard_dir(out))
     history = History(listeners=[tensorboard.write] if tensorboard else [])
     trial = _Phases(params, splits, history, reporter)
+    scorer = Scorer(splits.n_classes, task_loss(params.class_weights))
     steps_per_epoch = max(1, math.ceil(splits.n_train / params.batch_size))
     dense: dict = {}
 
@@ -67,7 +68,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
             trial.fit(model, params.epochs, "pruned", teacher=teacher)
         else:  # train dense, prune, fine-tune
             trial.fit(model, params.epochs, "dense")
-            dense = evaluate(model, splits, params)
+            dense = evaluate(model, splits, params, scorer)
             teacher = _teacher(model, params)
             model = compression.prune(model)
         if params.finetune_epochs:
@@ -84,7 +85,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
             tensorboard.close()
 
     model, stats = compression.finish(model)
-    final = evaluate(model, splits, params)
+    final = evaluate(model, splits, params, scorer)
     metrics = {
         "default": final["iou"] if params.objective == "iou" else final["accuracy"],
         **{k: v for k, v in final.items() if k != "class_iou"},
@@ -154,22 +155,74 @@ def compile_trainer(model, params: Params, n_classes: int, teacher=None, learnin
     return model
 
 
+class PhaseLearningRate(keras.optimizers.schedules.CosineDecay):
+    """Every phase's learning rate through one schedule whose settings are variables: `set()`
+    switches between a constant rate and `finetune_learning_rate`'s cosine without tracing the
+    train step again. Its cosine is Keras' own, so each phase computes what a fresh optimizer
+    with that rate would, bit for bit."""
+
+    def __init__(self, learning_rate):
+        super().__init__(1.0, decay_steps=1)
+        self.initial_learning_rate = keras.Variable(1.0, dtype="float32", trainable=False, name="phase_lr")
+        self.decay_steps = keras.Variable(1.0, dtype="float32", trainable=False, name="phase_lr_steps")
+        self.decaying = keras.Variable(0.0, dtype="float32", trainable=False, name="phase_lr_decaying")
+        self.set(learning_rate)
+
+    def set(self, learning_rate) -> None:
+        """A float (constant) or a CosineDecay to 0 without warm-up, as finetune_learning_rate gives."""
+        cosine = isinstance(learning_rate, keras.optimizers.schedules.CosineDecay)
+        if cosine and (learning_rate.alpha or learning_rate.warmup_steps):
+            raise ValueError("PhaseLearningRate holds a cosine decay to 0 without warm-up")
+        self.initial_learning_rate.assign(learning_rate.initial_learning_rate if cosine else learning_rate)
+        self.decay_steps.assign(learning_rate.decay_steps if cosine else 1)
+        self.decaying.assign(1.0 if cosine else 0.0)
+
+    def __call__(self, step):
+        return keras.ops.where(self.decaying > 0, super().__call__(step),
+                               keras.ops.convert_to_tensor(self.initial_learning_rate))
+
+
 class _Phases:
-    """What every phase of one trial shares: its data, history and reporter."""
+    """What every phase of one trial shares: its data, history and reporter, and the compiled
+    train step while the model it was traced for does not change (one trace per trial)."""
 
     def __init__(self, params: Params, splits, history: History, reporter):
         self.params, self.splits, self.history, self.reporter = params, splits, history, reporter
+        self.guard = DivergenceGuard()
+        self._compiled = None  # (model, trace key, schedule, the optimizer's fresh state)
 
     def fit(self, model, epochs: int, phase: str, teacher=None, callbacks=(), learning_rate=None) -> None:
         """One phase: `epochs` of fit(); TrainingDiverged at the first bad batch."""
-        trainer = compile_trainer(model, self.params, self.splits.n_classes, teacher, learning_rate)
-        runtime.build_before_tracing(trainer, self.splits.train.element_spec)  # one trace, not two
-        guard = DivergenceGuard()
-        report = EpochReporter(self.reporter, self.params.objective, phase, self.history, guard)
+        trainer = self._trainer(model, teacher, self.params.learning_rate if learning_rate is None else learning_rate)
+        report = EpochReporter(self.reporter, self.params.objective, phase, self.history, self.guard)
         trainer.fit(self.splits.train, validation_data=self.splits.val, epochs=epochs, verbose=2,
-                    callbacks=[guard, *callbacks, report])
-        if guard.reason:
-            raise TrainingDiverged(guard.reason)
+                    callbacks=[self.guard, *callbacks, report])
+        if self.guard.reason:
+            raise TrainingDiverged(self.guard.reason)
+
+    def _trainer(self, model, teacher, learning_rate):
+        """The phase's trainer. The model of the last phase, unchanged and without a teacher, keeps
+        its traced step: its optimizer goes back to its fresh state (as a new optimizer would
+        start) and the schedule takes the phase's learning rate. Anything else is compiled."""
+        key = _trace_key(model)
+        if teacher is None and self._compiled and self._compiled[0] is model and self._compiled[1] == key:
+            _, _, schedule, fresh = self._compiled
+            for variable, value in zip(model.optimizer.variables, fresh):
+                variable.assign(value)
+            schedule.set(learning_rate)
+            return model
+        schedule = PhaseLearningRate(learning_rate)
+        trainer = compile_trainer(model, self.params, self.splits.n_classes, teacher, schedule)
+        built = runtime.build_before_tracing(trainer, self.splits.train.element_spec)  # one trace, not two
+        self._compiled = ((model, key, schedule, [v.numpy() for v in trainer.optimizer.variables])
+                          if built and teacher is None else None)
+        return trainer
+
+
+def _trace_key(model) -> tuple:
+    """What a traced train step depends on beyond the model and its variables' values: its
+    trainable weights and their constraints (a pruning mask attached later needs a new trace)."""
+    return (tuple((id(w), id(w.constraint)) for w in model.trainable_weights))
 
 
 def _teacher(model, params: Params):
@@ -185,11 +238,13 @@ def _teacher(model, params: Params):
     return teacher
 
 
-def evaluate(model, splits, params: Params) -> dict:
+def evaluate(model, splits, params: Params, scorer: Scorer | None = None) -> dict:
     """Exact validation scores: accuracy and IoU from one confusion matrix, plus the
     task loss and the seed's jacard_coef as Keras' evaluate() averages them. The model
-    is only run, never compiled or changed."""
-    cm, loss, jacard = evaluate_model(model, splits.val, splits.n_classes, task_loss(params.class_weights))
+    is only run, never compiled or changed. A trial passes its `scorer`, which traces
+    each model's pass once."""
+    scorer = scorer or Scorer(splits.n_classes, task_loss(params.class_weights))
+    cm, loss, jacard = scorer(model, splits.val)
     return {**scores_from_confusion(cm, splits.class_names), "loss": loss, "jacard": jacard}
 
 

@@ -65,9 +65,12 @@ class WeightPruning(Compression):
     def __init__(self, params, model: keras.Model, splits=None):
         super().__init__(params, model, splits)
         self.pruner = Pruner(model, self.config_list, params.allocation)
+        # masks attached now, all ones (w * 1 is w, bit for bit), before Keras traces the train
+        # step: dense training and fine-tuning then share one traced step (train._Phases)
+        self.pruner.prune(fraction=0.0)
 
     def prune(self, model: keras.Model) -> keras.Model:
-        # agp: masks attached (all ones) now, before Keras traces the train step
+        # agp: the masks stay all ones here; AGPCallback raises them through fine-tuning
         self.pruner.prune(fraction=0.0 if self.params.schedule == "agp" else 1.0)
         return model
 

@@ -70,6 +70,8 @@ class Reporter:
     def final(self, value: dict) -> None:
         if self._nni:
             self._nni.report_final_result(value)
+        else:  # the moment the result is safe (artifacts come after it)
+            print("final:", json.dumps(value), file=sys.stderr, flush=True)
 
 
 def tensorboard_dir(out_dir) -> str:
