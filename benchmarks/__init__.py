@@ -29,6 +29,7 @@ BENCHES = {
     "channels": presets.CHANNELS,
     "memory": "benchmarks.memory",
     "trial-anatomy": "benchmarks.trial_anatomy",
+    "step-options": "benchmarks.step_options",
     "trials-per-hour": "benchmarks.trials_per_hour",
     "tuner": "benchmarks.tuner",
     "tuner-db": "benchmarks.tuner_db",

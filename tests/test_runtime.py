@@ -20,14 +20,15 @@ def _cpuinfo(tmp_path, flags: str) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("flags, expected", [
-    ("avx512f avx512_bf16", True),      # Cooper Lake, Zen 4
-    ("avx512f amx_bf16 amx_tile", True),  # Sapphire Rapids
-    ("avx512f avx512_vnni", False),     # Cascade Lake: no bf16
-    ("", False),
+@pytest.mark.parametrize("flags, supports, pays", [
+    ("avx512f avx512_bf16", True, False),           # Cooper Lake, Zen 4: bf16, no faster than float32
+    ("avx512f avx512_bf16 amx_bf16 amx_tile", True, True),  # Sapphire Rapids
+    ("avx512f avx512_vnni", False, False),          # Cascade Lake: no bf16
+    ("", False, False),
 ])
-def test_cpu_bf16_is_read_from_the_flags(tmp_path, flags, expected):
-    assert runtime.cpu_supports_bf16(_cpuinfo(tmp_path, flags)) is expected
+def test_cpu_bf16_is_read_from_the_flags(tmp_path, flags, supports, pays):
+    assert runtime.cpu_supports_bf16(_cpuinfo(tmp_path, flags)) is supports
+    assert runtime.cpu_bf16_pays(_cpuinfo(tmp_path, flags)) is pays
 
 
 def test_cpu_bf16_needs_a_whole_flag_and_a_readable_file(tmp_path):
