@@ -11,6 +11,11 @@ if _venv_python.exists() and Path(sys.prefix).resolve() != _venv_python.parent.p
         and not os.environ.get("SEGMODEL_NO_REEXEC"):
     os.execv(str(_venv_python), [str(_venv_python), *sys.argv])
 
+# Keras imports scikit-learn and pandas when they are installed (NNI installs both) for its
+# sklearn wrapper and DataFrame inputs; a trial uses neither, and importing them is about half
+# a second of every trial's start (docs/machines.md, "Where a trial's time goes").
+sys.modules.update(dict.fromkeys(("sklearn", "pandas"), None))
+
 from segmodel.cli_trial import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 The trial's model (its default architecture, or --architecture) on fixed in-memory batches,
 compiled as a trial compiles it, in float32 and mixed_bfloat16, each with TensorFlow's graph
-(what trials use) and with XLA (`jit_compile=True`). Each variant's first call (trace, and
+(what trials use) and with XLA (`jit_compile=True`), and the graph steps again with the
+trial's DivergenceGuard (a check of every weight after every batch). Each variant's first call (trace, and
 XLA's compilation) is timed apart, then all variants are timed interleaved in rounds
 (benchmarks/timing.py): quote the ratios and name the CPU. oneDNN stays on (TensorFlow's x86
 default), threads are the trial's (cores // 1).
@@ -28,6 +29,7 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     from segmodel import data as datasets
     from segmodel import runtime
+    from segmodel.callbacks import DivergenceGuard
     from segmodel.params import Params
     from segmodel.runtime import cpu_name
 
@@ -52,6 +54,10 @@ def main(args) -> int:
             first_call[name] = round(time.perf_counter() - t, 2)
             variants[name] = (precision, lambda n, cb, m=model: m.fit(ds, steps_per_epoch=n, epochs=1, verbose=0,
                                                                        shuffle=False, callbacks=cb))
+            if not xla:  # what a trial adds to every step: its divergence guard's check of the weights
+                variants[f"{name} + guard"] = (precision, lambda n, cb, m=model: m.fit(
+                    ds, steps_per_epoch=n, epochs=1, verbose=0, shuffle=False, callbacks=[DivergenceGuard(), *cb]))
+                first_call[f"{name} + guard"] = first_call[name]
     log(f"timing {len(variants)} variants x {args.rounds} rounds x {args.steps} steps")
     step = timed_rounds(variants, args.rounds, args.steps)
     base = step["float32"]

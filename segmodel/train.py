@@ -222,7 +222,7 @@ class _Phases:
 def _trace_key(model) -> tuple:
     """What a traced train step depends on beyond the model and its variables' values: its
     trainable weights and their constraints (a pruning mask attached later needs a new trace)."""
-    return (tuple((id(w), id(w.constraint)) for w in model.trainable_weights))
+    return tuple((id(w), id(w.constraint)) for w in model.trainable_weights)
 
 
 def _teacher(model, params: Params):
