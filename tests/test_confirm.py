@@ -107,6 +107,15 @@ def test_cells_are_the_top_trials_times_seeds_with_the_flags_and_a_dense_referen
     assert config["experimentName"] == "confirm src: top 2 x 3 seeds + dense"
 
 
+def test_the_dense_reference_of_a_channel_search_is_a_valid_trial():
+    """configs/compress.yml's trial command prunes channels (--channel-round 8, a latency target):
+    its dense cells switch all of that off, and each is checked as its trial would check it."""
+    compress = yaml.safe_load((ROOT / "configs" / "compress.yml").read_text())
+    cells = plan(fake_source([0.5, 0.9], compress), 1, 2, "default", {}, REFERENCE)
+    dense = [c for c in cells if c[LABEL] == REFERENCE]
+    assert len(dense) == 2 and all(c["channel_round"] == 1 and c["prune_mode"] == "weight" for c in dense)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["confirm", "no-such-experiment"], "no NNI experiment 'no-such-experiment'"),
     (["confirm", "x", "--seeds", "1"], "needs at least 2 seeds"),

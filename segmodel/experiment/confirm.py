@@ -41,7 +41,7 @@ from . import records
 from .confirmation import LABEL, REFERENCE, TUNER, is_confirm
 
 # What a cell of `--reference dense` changes in the top candidate's parameters: no compression.
-DENSE = {"sparsity": 0.0, "prune_mode": "weight", "prune_config": "", "prune_target": "", "kd": False}
+DENSE = {"sparsity": 0.0, "prune_mode": "weight", "prune_config": "", "prune_target": "", "channel_round": 1, "kd": False}
 DEFAULT_PORT = 8081  # the search usually holds 8080
 
 
