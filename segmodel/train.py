@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from . import data as datasets
 from . import runtime
@@ -155,31 +156,47 @@ def compile_trainer(model, params: Params, n_classes: int, teacher=None, learnin
     return model
 
 
-class PhaseLearningRate(keras.optimizers.schedules.CosineDecay):
-    """Every phase's learning rate through one schedule whose settings are variables: `set()`
-    switches between a constant rate and `finetune_learning_rate`'s cosine without tracing the
-    train step again. Its cosine is Keras' own, so each phase computes what a fresh optimizer
-    with that rate would, bit for bit."""
+class PhaseLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """Every phase's learning rate through one schedule: a table of the phase's rate at each
+    step, which `set()` refills without tracing the train step again.
+
+    The table holds what a fresh optimizer's own compiled step computes, bit for bit: a
+    schedule compiled into a train step has its constants folded by TensorFlow's graph
+    optimizer, and its rates differ in the last bit from the same formula on variables (58
+    of 152 steps of a cosine). So each rate is computed by a compiled step of the schedule
+    itself, reading the step from an int64 variable as the optimizer does."""
 
     def __init__(self, learning_rate):
-        super().__init__(1.0, decay_steps=1)
-        self.initial_learning_rate = keras.Variable(1.0, dtype="float32", trainable=False, name="phase_lr")
-        self.decay_steps = keras.Variable(1.0, dtype="float32", trainable=False, name="phase_lr_steps")
-        self.decaying = keras.Variable(0.0, dtype="float32", trainable=False, name="phase_lr_decaying")
+        import tensorflow as tf
+
+        self.rates = tf.Variable([0.0], dtype=tf.float32, shape=tf.TensorShape([None]), trainable=False,
+                                 name="phase_learning_rates")
         self.set(learning_rate)
 
     def set(self, learning_rate) -> None:
-        """A float (constant) or a CosineDecay to 0 without warm-up, as finetune_learning_rate gives."""
-        cosine = isinstance(learning_rate, keras.optimizers.schedules.CosineDecay)
-        if cosine and (learning_rate.alpha or learning_rate.warmup_steps):
-            raise ValueError("PhaseLearningRate holds a cosine decay to 0 without warm-up")
-        self.initial_learning_rate.assign(learning_rate.initial_learning_rate if cosine else learning_rate)
-        self.decay_steps.assign(learning_rate.decay_steps if cosine else 1)
-        self.decaying.assign(1.0 if cosine else 0.0)
+        """A float (constant) or a CosineDecay without warm-up (constant after its decay_steps)."""
+        self.rates.assign(rates_by_step(learning_rate))
 
     def __call__(self, step):
-        return keras.ops.where(self.decaying > 0, super().__call__(step),
-                               keras.ops.convert_to_tensor(self.initial_learning_rate))
+        last = keras.ops.shape(self.rates)[0] - 1
+        return keras.ops.take(self.rates, keras.ops.minimum(keras.ops.cast(step, "int32"), last))
+
+
+def rates_by_step(learning_rate) -> np.ndarray:
+    """The rate at steps 0, 1, ... until it stops changing, as a compiled optimizer step reads it."""
+    import tensorflow as tf
+
+    if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        return np.array([learning_rate], np.float32)
+    if not isinstance(learning_rate, keras.optimizers.schedules.CosineDecay) or learning_rate.warmup_steps:
+        raise ValueError("PhaseLearningRate takes a float or a CosineDecay without warm-up")
+    step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    rate = tf.function(lambda: learning_rate(step), autograph=False)
+    rates = []
+    for i in range(int(learning_rate.decay_steps) + 1):
+        step.assign(i)
+        rates.append(rate().numpy())
+    return np.array(rates, np.float32)
 
 
 class _Phases:
