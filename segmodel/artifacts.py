@@ -61,9 +61,9 @@ class TensorBoardLog:
 
 # ---- plots after training ------------------------------------------------------------
 
-def write_trial_artifacts(out, model, splits, history, metrics: dict | None = None, n_grid: int = 4,
-                          max_pr_pixels: int = 200_000, max_patches: int = 256) -> list[Path]:
-    """Write the four PNGs into `out`; return the paths written."""
+def write_trial_artifacts(out, sample: "ValidationSample", splits, history, metrics: dict | None = None) -> list[Path]:
+    """Write the four PNGs into `out`; return the paths written. `sample`: what the final
+    evaluation collected of the model's validation predictions (no pass of its own here)."""
     import matplotlib
     matplotlib.use("Agg")
 
@@ -73,12 +73,12 @@ def write_trial_artifacts(out, model, splits, history, metrics: dict | None = No
     jobs = [("iou_vs_epoch.png", lambda p: plot_curves(rows, "mean_iou", "mean IoU", p)),
             ("loss_vs_epoch.png", lambda p: plot_curves(rows, "loss", "loss", p))]
     try:
-        images, truth, probs, pr_true, pr_prob = _validation_sample(model, splits, n_grid, max_pr_pixels, max_patches)
+        images, truth, probs, pr_true, pr_prob = sample.arrays()
         jobs += [("pr_curves.png", lambda p: plot_pr_curves(pr_true, pr_prob, splits.class_names, splits.palette, p)),
                  ("predictions.png", lambda p: plot_prediction_grid(images, truth, probs.argmax(-1),
                                                                     splits.class_names, splits.palette, p))]
     except Exception as e:  # noqa: BLE001 - plots must not fail a finished trial
-        _warn(f"could not run the model on the validation set for plots: {e}")
+        _warn(f"no validation predictions for plots: {e}")
     for name, job in jobs:
         path = out / name
         try:
@@ -93,31 +93,38 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def _validation_sample(model, splits, n_grid: int, max_pixels: int, max_patches: int, seed: int = 0):
-    """One pass over (at most `max_patches` of) the validation set: the first `n_grid`
-    patches (image, class index truth, probabilities) and a uniform random subsample
-    of about `max_pixels` pixels (one-hot truth, probabilities) for the PR curves."""
-    rng = np.random.default_rng(seed)
-    n_patches = max(1, min(splits.n_val, max_patches))
-    keep = min(1.0, max_pixels / (n_patches * splits.patch_size ** 2))
-    grid_x, grid_y, grid_p, pr_y, pr_p = [], [], [], [], []
-    seen = 0
-    for x, y in splits.val:
-        if seen >= max_patches:
-            break
-        seen += len(x)
-        p = np.asarray(model(x, training=False), dtype=np.float32)
-        x, y = np.asarray(x), np.asarray(y)
-        if len(grid_x) < n_grid:
-            take = n_grid - len(grid_x)
-            grid_x += list(x[:take]); grid_y += list(y[:take].argmax(-1)); grid_p += list(p[:take])
+class ValidationSample:
+    """What the plots need of the model's validation predictions, collected batch by batch
+    during the final evaluation (`add` is its per-batch hook): the first `n_grid` patches
+    (image, class index truth, probabilities) and, over at most `max_patches` patches, a
+    uniform random subsample of about `max_pixels` pixels (one-hot truth, probabilities)
+    for the precision-recall curves."""
+
+    def __init__(self, splits, n_grid: int = 4, max_pixels: int = 200_000, max_patches: int = 256, seed: int = 0):
+        self.n_grid, self.max_patches = n_grid, max_patches
+        self.keep = min(1.0, max_pixels / (max(1, min(splits.n_val, max_patches)) * splits.patch_size ** 2))
+        self.rng = np.random.default_rng(seed)
+        self.seen = 0
+        self.grid_x, self.grid_y, self.grid_p, self.pr_y, self.pr_p = [], [], [], [], []
+
+    def add(self, x, y, p) -> None:
+        if self.seen >= self.max_patches:
+            return
+        self.seen += len(x)
+        x, y, p = np.asarray(x), np.asarray(y), np.asarray(p, dtype=np.float32)
+        if len(self.grid_x) < self.n_grid:
+            take = self.n_grid - len(self.grid_x)
+            self.grid_x += list(x[:take]); self.grid_y += list(y[:take].argmax(-1)); self.grid_p += list(p[:take])
         flat_y, flat_p = y.reshape(-1, y.shape[-1]), p.reshape(-1, p.shape[-1])
-        mask = rng.random(len(flat_y)) < keep
-        pr_y.append(flat_y[mask]); pr_p.append(flat_p[mask])
-    if not grid_x:
-        raise ValueError("the validation set is empty")
-    return (np.stack(grid_x), np.stack(grid_y), np.stack(grid_p),
-            np.concatenate(pr_y).astype(bool), np.concatenate(pr_p))
+        mask = self.rng.random(len(flat_y)) < self.keep
+        self.pr_y.append(flat_y[mask]); self.pr_p.append(flat_p[mask])
+
+    def arrays(self):
+        """(images, truth, probabilities) of the grid, then (one-hot truth, probabilities) of the pixels."""
+        if not self.grid_x:
+            raise ValueError("the validation set is empty")
+        return (np.stack(self.grid_x), np.stack(self.grid_y), np.stack(self.grid_p),
+                np.concatenate(self.pr_y).astype(bool), np.concatenate(self.pr_p))
 
 
 def _phase_spans(rows):

@@ -46,32 +46,30 @@ def scores_from_confusion(cm: np.ndarray, class_names) -> dict:
     }
 
 
-def evaluate_model(model: keras.Model, dataset, n_classes: int, loss_fn) -> tuple[np.ndarray, float, float]:
+class Scorer:
     """One pass over a batched (image, one-hot mask) dataset, nothing compiled or changed:
     the confusion matrix (rows = truth), and `loss_fn` and `jacard_coef` as Keras' evaluate()
-    averages them (the loss weighted by batch size, jacard per batch)."""
-    return Scorer(n_classes, loss_fn)(model, dataset)
-
-
-class Scorer:
-    """`evaluate_model` for the models of one trial: each model's pass is traced once, however
-    often it is scored (a weight-pruned trial scores the same model after each phase)."""
+    averages them (the loss weighted by batch size, jacard per batch). Each model's pass is
+    traced once, however often it is scored (a weight-pruned trial scores the same model after
+    each phase); `each_batch(x, y, probabilities)` sees every batch's predictions (the plots)."""
 
     def __init__(self, n_classes: int, loss_fn):
         self.n_classes, self.loss_fn = n_classes, loss_fn
         self._model = self._pass = None
 
-    def __call__(self, model: keras.Model, dataset) -> tuple[np.ndarray, float, float]:
+    def __call__(self, model: keras.Model, dataset, each_batch=None) -> tuple[np.ndarray, float, float]:
         if self._model is not model:
             self._model, self._pass = model, self._traced(model)
         cm = np.zeros((self.n_classes, self.n_classes), np.int64)
         loss_sum = jacard_sum = 0.0
         n_samples = n_batches = 0
         for x, y in dataset:
-            batch_cm, loss, jacard, n = (v.numpy() for v in self._pass(x, y))
-            cm += batch_cm
+            batch_cm, loss, jacard, n, probs = self._pass(x, y)
+            cm += batch_cm.numpy()
             loss_sum, jacard_sum = loss_sum + float(loss) * int(n), jacard_sum + float(jacard)
             n_samples, n_batches = n_samples + int(n), n_batches + 1
+            if each_batch is not None:
+                each_batch(x, y, probs)
         return cm, loss_sum / max(1, n_samples), jacard_sum / max(1, n_batches)
 
     def _traced(self, model):
@@ -85,6 +83,6 @@ class Scorer:
             y = tf.cast(y, tf.float32)
             true, pred = tf.reshape(tf.argmax(y, -1), [-1]), tf.reshape(tf.argmax(probs, -1), [-1])
             cm = tf.math.confusion_matrix(true, pred, num_classes=n_classes, dtype=tf.int64)
-            return cm, loss_fn(y, probs), jacard_coef(y, probs), tf.shape(x)[0]
+            return cm, loss_fn(y, probs), jacard_coef(y, probs), tf.shape(x)[0], probs
 
         return batch_scores

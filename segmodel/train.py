@@ -28,7 +28,7 @@ import numpy as np
 
 from . import data as datasets
 from . import runtime
-from .artifacts import tensorboard_writer, write_trial_artifacts
+from .artifacts import ValidationSample, tensorboard_writer, write_trial_artifacts
 from .callbacks import DivergenceGuard, EpochReporter, History
 from .compress import Compression, Distiller, check_teacher, count_flops, dead_summary
 from .deploy import latency_probe
@@ -86,7 +86,8 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
             tensorboard.close()
 
     model, stats = compression.finish(model)
-    final = evaluate(model, splits, params, scorer)
+    sample = ValidationSample(splits)  # the plots' predictions, from this pass
+    final = evaluate(model, splits, params, scorer, sample.add)
     metrics = {
         "default": final["iou"] if params.objective == "iou" else final["accuracy"],
         **{k: v for k, v in final.items() if k != "class_iou"},
@@ -120,7 +121,7 @@ def run_trial(params: Params, reporter, out_dir: str | os.PathLike) -> dict:
         if params.min_speedup:
             metrics["default"] = latency_probe.constrained(metrics["default"], metrics["speedup"], params.min_speedup)
     _conclude(out, params, history, metrics, reporter)
-    write_trial_artifacts(out, model, splits, history, metrics)  # plots, after the result is safe; never fails
+    write_trial_artifacts(out, sample, splits, history, metrics)  # plots, after the result is safe; never fails
     return metrics
 
 
@@ -255,13 +256,13 @@ def _teacher(model, params: Params):
     return teacher
 
 
-def evaluate(model, splits, params: Params, scorer: Scorer | None = None) -> dict:
+def evaluate(model, splits, params: Params, scorer: Scorer | None = None, each_batch=None) -> dict:
     """Exact validation scores: accuracy and IoU from one confusion matrix, plus the
     task loss and the seed's jacard_coef as Keras' evaluate() averages them. The model
     is only run, never compiled or changed. A trial passes its `scorer`, which traces
-    each model's pass once."""
+    each model's pass once; `each_batch` sees the predictions (`Scorer`)."""
     scorer = scorer or Scorer(splits.n_classes, task_loss(params.class_weights))
-    cm, loss, jacard = scorer(model, splits.val)
+    cm, loss, jacard = scorer(model, splits.val, each_batch)
     return {**scores_from_confusion(cm, splits.class_names), "loss": loss, "jacard": jacard}
 
 
