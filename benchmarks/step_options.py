@@ -42,6 +42,9 @@ def main(args) -> int:
     runtime.configure(params)
     splits = datasets.load(params)
     _, _, ds = fixed_batches(splits, args.batch_size, n_batches=4)
+    def steps(model, extra=()):  # run(n, callbacks) for timed_rounds: n steps of fit()
+        return lambda n, cb: model.fit(ds, steps_per_epoch=n, epochs=1, verbose=0, shuffle=False, callbacks=[*extra, *cb])
+
     variants, first_call = {}, {}
     for precision in PRECISIONS:
         for xla in (False, True):
@@ -50,13 +53,11 @@ def main(args) -> int:
             model, _ = build(params, splits.n_classes, precision, False, ds.element_spec)
             model.jit_compile = xla
             t = time.perf_counter()
-            model.fit(ds, steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)
+            steps(model)(1, [])
             first_call[name] = round(time.perf_counter() - t, 2)
-            variants[name] = (precision, lambda n, cb, m=model: m.fit(ds, steps_per_epoch=n, epochs=1, verbose=0,
-                                                                       shuffle=False, callbacks=cb))
+            variants[name] = (precision, steps(model))
             if not xla:  # what a trial adds to every step: its divergence guard's check of the weights
-                variants[f"{name} + guard"] = (precision, lambda n, cb, m=model: m.fit(
-                    ds, steps_per_epoch=n, epochs=1, verbose=0, shuffle=False, callbacks=[DivergenceGuard(), *cb]))
+                variants[f"{name} + guard"] = (precision, steps(model, [DivergenceGuard()]))
                 first_call[f"{name} + guard"] = first_call[name]
     log(f"timing {len(variants)} variants x {args.rounds} rounds x {args.steps} steps")
     step = timed_rounds(variants, args.rounds, args.steps)
