@@ -56,8 +56,9 @@ EPOCH_BEGIN = re.compile(r"^Epoch (\d+)/(\d+)")
 EPOCH_END = re.compile(r"^(\d+)/(\d+) - ")
 FINAL = re.compile(r"^final: ")
 TICK = os.sysconf("SC_CLK_TCK")
-# what differs between two runs of the same computation: clocks, not results
-TIMING_KEYS = re.compile(r"duration|latency|speedup|_ms$|_s$")
+# what differs between two runs of the same computation: clocks, and the gzip of a .keras zip
+# (its entries carry their write time); not results
+TIMING_KEYS = re.compile(r"duration|latency|speedup|_ms$|_s$|gzip")
 
 
 def add_arguments(p) -> None:
