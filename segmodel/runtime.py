@@ -50,8 +50,8 @@ def cpu_supports_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 def cpu_bf16_pays(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """bfloat16 training is faster than float32 here: AMX-BF16 in the CPU flags. Measured, not
-    assumed (docs/machines.md): the U-Net's training step in mixed_bfloat16 ran 1.2-1.3x float32's
-    speed on Intel Xeons with AMX and 0.95x on an AMD EPYC with AVX512-BF16 alone, whose bf16
+    assumed (docs/machines.md): the U-Net's training step in mixed_bfloat16 ran 1.16x float32's
+    speed on an Intel Xeon with AMX (`python -m benchmarks step-options`) and 0.95x on an AMD EPYC with AVX512-BF16 alone, whose bf16
     dot products run no faster than its float32 FMAs once the casts are paid."""
     return "amx_bf16" in cpu_flags(cpuinfo)
 
